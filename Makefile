@@ -1,0 +1,45 @@
+# Two commands on a fresh clone (see README):
+#   make run   - set up .venv, generate the synthetic example, run the workflow, print the summary
+#   make test  - set up .venv with the test extras, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= $(shell nproc 2>/dev/null || echo 2)
+BIN := $(VENV)/bin
+EXAMPLE := resources/example
+
+.PHONY: run test dry-run lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@ $(VENV)/.installed-run
+
+# Regenerated only when the generator changes, so reruns find the workflow up to date.
+$(EXAMPLE)/platemap.csv: src/cellstrata/example.py | $(VENV)/.installed-run
+	$(BIN)/cellstrata example $(EXAMPLE)
+
+run: $(VENV)/.installed-run $(EXAMPLE)/platemap.csv
+	$(BIN)/snakemake --cores $(CORES)
+	@cat results/summary.txt
+
+dry-run: $(VENV)/.installed-run $(EXAMPLE)/platemap.csv
+	$(BIN)/snakemake -n
+
+test: $(VENV)/.installed-test
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check src scripts tests benchmarks
+	$(BIN)/ruff format --check src scripts tests benchmarks
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/snakemake --lint
+
+clean:
+	rm -rf results logs .snakemake $(EXAMPLE)

@@ -1,0 +1,23 @@
+# cellstrata: image-based profiling data levels, raw images -> per-well profiles.
+# Wiring only: every helper lives in rules/common.smk, every computation in src/cellstrata.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/ingest.smk"
+include: "rules/illumination.smk"
+include: "rules/segment.smk"
+include: "rules/features.smk"
+include: "rules/profiles.smk"
+include: "rules/summary.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

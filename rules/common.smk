@@ -1,0 +1,122 @@
+# Config validation and every helper the rules use (no lambdas in rules).
+import os
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+from snakemake.utils import validate
+
+# Jobs import the package from this checkout, whatever environment runs them (venv or
+# --sdm conda), so the code that made an output is the code of this workflow's commit.
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (SRC, os.environ.get("PYTHONPATH")) if p
+)
+
+from cellstrata.config import (
+    PROFILE_STEPS,
+    SCHEMA_PATH,
+    channel_names,
+    check_config,
+    retention_of,
+)
+from cellstrata.ingest import assign_batches, scan_plate
+
+
+validate(config, str(SCHEMA_PATH))
+check_config(config)
+
+PLATES = {plate["name"]: plate for plate in config["plates"]}
+CHANNELS = channel_names(config)
+# File names only (no pixels) are read while the DAG is built; the ingest job checks contents.
+IMAGES = pd.concat(
+    [
+        assign_batches(
+            scan_plate(
+                name,
+                plate["images"],
+                config["images"]["pattern"],
+                config["channels"],
+                extensions=config["images"]["extensions"],
+            ),
+            config["batching"]["wells_per_job"],
+        )
+        for name, plate in PLATES.items()
+    ],
+    ignore_index=True,
+)
+
+
+wildcard_constraints:
+    plate="|".join(re.escape(name) for name in PLATES),
+    channel="|".join(re.escape(name) for name in CHANNELS),
+    batch=r"[A-Z]{1,2}\d{2,3}(-[A-Z]{1,2}\d{2,3})?",
+
+
+def retained(level, path):
+    """Wrap an output path in temp() when the level's retention is delete."""
+    return temp(path) if retention_of(config["retention"], level) == "delete" else path
+
+
+def plate_images(wildcards):
+    return list(IMAGES.loc[IMAGES["Metadata_Plate"] == wildcards.plate, "path"])
+
+
+def channel_images(wildcards):
+    rows = (IMAGES["Metadata_Plate"] == wildcards.plate) & (
+        IMAGES["channel"] == wildcards.channel
+    )
+    return list(IMAGES.loc[rows, "path"])
+
+
+def batch_images(wildcards):
+    rows = (IMAGES["Metadata_Plate"] == wildcards.plate) & (
+        IMAGES["batch"] == wildcards.batch
+    )
+    return list(IMAGES.loc[rows, "path"])
+
+
+def batches_of(plate):
+    return sorted(IMAGES.loc[IMAGES["Metadata_Plate"] == plate, "batch"].unique())
+
+
+def plate_root(wildcards):
+    return PLATES[wildcards.plate]["images"]
+
+
+def platemap_of(wildcards):
+    return PLATES[wildcards.plate]["platemap"]
+
+
+def illumination_functions(wildcards):
+    return {
+        channel: f"results/illumination/{wildcards.plate}/{channel}.tiff"
+        for channel in CHANNELS
+    }
+
+
+def batch_features(wildcards):
+    return expand(
+        "results/features/{plate}/{batch}.parquet",
+        plate=wildcards.plate,
+        batch=batches_of(wildcards.plate),
+    )
+
+
+def profile_files():
+    return expand(
+        "results/profiles/{plate}/{plate}_{step}.parquet",
+        plate=list(PLATES),
+        step=PROFILE_STEPS,
+    )
+
+
+def final_outputs():
+    return profile_files() + ["results/summary.txt"]
+
+
+def image_pattern(wildcards):
+    # Through a function: a literal regex like \d{2} would be read as a {wildcard}.
+    return config["images"]["pattern"]

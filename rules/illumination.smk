@@ -1,0 +1,45 @@
+rule illumination:
+    input:
+        manifest="results/manifest/{plate}.parquet",
+        images=channel_images,
+    output:
+        retained("illumination", "results/illumination/{plate}/{channel}.tiff"),
+    log:
+        "logs/illumination/{plate}/{channel}.log",
+    benchmark:
+        "logs/benchmark/illumination/{plate}/{channel}.tsv"
+    params:
+        smoothing=config["illumination"]["smoothing"],
+        filter_size=config["illumination"]["filter_size"],
+        rescale=config["illumination"]["rescale"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        "../envs/images.yaml"
+    script:
+        "../scripts/illumination.py"
+
+
+rule correct:
+    input:
+        unpack(illumination_functions),
+        manifest="results/manifest/{plate}.parquet",
+        images=batch_images,
+    output:
+        retained("corrected", directory("results/corrected/{plate}/{batch}")),
+    log:
+        "logs/correct/{plate}/{batch}.log",
+    benchmark:
+        "logs/benchmark/correct/{plate}/{batch}.tsv"
+    params:
+        channels=CHANNELS,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/images.yaml"
+    script:
+        "../scripts/correct.py"

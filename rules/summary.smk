@@ -1,0 +1,16 @@
+rule summary:
+    input:
+        manifests=expand("results/manifest/{plate}.parquet", plate=list(PLATES)),
+        profiles=profile_files(),
+    output:
+        "results/summary.txt",
+    log:
+        "logs/summary.log",
+    params:
+        experiment=config["experiment"],
+        retention=config["retention"],
+    threads: 1
+    conda:
+        "../envs/ingest.yaml"
+    script:
+        "../scripts/summary.py"

@@ -1,0 +1,14 @@
+"""Snakemake script: illumination function of one plate x channel."""
+
+from cellstrata.illumination import write_illumination
+from cellstrata.logs import logged
+
+with logged(snakemake.log[0]):
+    write_illumination(
+        snakemake.input.manifest,
+        snakemake.wildcards.channel,
+        snakemake.output[0],
+        smoothing=snakemake.params.smoothing,
+        filter_size=snakemake.params.filter_size,
+        rescale=snakemake.params.rescale,
+    )

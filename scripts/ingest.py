@@ -1,0 +1,16 @@
+"""Snakemake script: build and validate the image manifest of one plate."""
+
+from cellstrata.ingest import write_manifest
+from cellstrata.logs import logged
+
+with logged(snakemake.log[0]):
+    write_manifest(
+        snakemake.wildcards.plate,
+        snakemake.params.root,
+        snakemake.params.pattern,
+        snakemake.params.channels,
+        snakemake.output[0],
+        extensions=snakemake.params.extensions,
+        wells_per_job=snakemake.params.wells_per_job,
+        require_all_sites=snakemake.params.require_all_sites,
+    )

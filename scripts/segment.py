@@ -1,0 +1,14 @@
+"""Snakemake script: nuclei, cell and cytoplasm masks of one batch."""
+
+from cellstrata.logs import logged
+from cellstrata.segment import segment_batch
+
+with logged(snakemake.log[0]):
+    segment_batch(
+        snakemake.input[0],
+        snakemake.output[0],
+        nuclei_channel=snakemake.params.nuclei_channel,
+        cell_channel=snakemake.params.cell_channel,
+        nuclei_params=snakemake.params.nuclei,
+        cell_params=snakemake.params.cells,
+    )

@@ -1,0 +1,12 @@
+"""Snakemake script: a short, human-readable summary of the run."""
+
+from cellstrata.logs import logged
+from cellstrata.summary import write_summary
+
+with logged(snakemake.log[0]):
+    write_summary(
+        snakemake.input.manifests,
+        snakemake.output[0],
+        experiment=snakemake.params.experiment,
+        retention=snakemake.params.retention,
+    )

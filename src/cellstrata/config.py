@@ -1,0 +1,110 @@
+"""Experiment configuration: schema validation, semantic checks and retention lookup."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
+
+#: The data levels in chain order; ``crops`` is reserved for the image-levels issue.
+LEVELS = (
+    "raw",
+    "manifest",
+    "illumination",
+    "corrected",
+    "masks",
+    "crops",
+    "features",
+    "profiles",
+)
+
+#: The per-plate profile tables, in the order pycytominer makes them.
+PROFILE_STEPS = ("aggregated", "annotated", "normalized", "feature_selected")
+
+
+class ConfigError(ValueError):
+    """The configuration is well-formed but inconsistent; the message says where."""
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML config, fill schema defaults, validate it and return it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        YAML file.
+
+    Returns
+    -------
+    dict
+        The validated configuration with defaults filled in.
+    """
+    # Imported here so that the light modules of the package do not pull in Snakemake.
+    from snakemake.utils import validate
+
+    with open(path) as handle:
+        config = yaml.safe_load(handle) or {}
+    validate(config, str(SCHEMA_PATH))
+    check_config(config)
+    return config
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Check what the JSON schema cannot: pattern groups, channel roles, unique plates.
+
+    Raises
+    ------
+    ConfigError
+        Naming the offending key.
+    """
+    pattern = config["images"]["pattern"]
+    try:
+        groups = set(re.compile(pattern).groupindex)
+    except re.error as err:
+        raise ConfigError(f"images.pattern is not a valid regular expression: {err}") from err
+    if "channel" not in groups:
+        raise ConfigError("images.pattern needs a named group 'channel'")
+    if "well" not in groups and not {"row", "column"} <= groups:
+        raise ConfigError("images.pattern needs a named group 'well', or both 'row' and 'column'")
+    names = list(config["channels"].values())
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise ConfigError(f"channels: channel names used twice: {duplicated}")
+    seg = config["segmentation"]
+    for key in ("nuclei_channel", "cell_channel"):
+        if seg[key] is not None and seg[key] not in names:
+            raise ConfigError(
+                f"segmentation.{key} is {seg[key]!r}, which is not a channel name {names}"
+            )
+    plates = [plate["name"] for plate in config["plates"]]
+    duplicated = sorted({name for name in plates if plates.count(name) > 1})
+    if duplicated:
+        raise ConfigError(f"plates: plate names used twice: {duplicated}")
+    pm = config["platemap"]
+    if pm["well_column"] is None and (pm["row_column"] is None or pm["column_column"] is None):
+        raise ConfigError("platemap: set well_column, or both row_column and column_column")
+
+
+def channel_names(config: dict[str, Any]) -> list[str]:
+    """Channel names in the order of the channel map."""
+    return list(config["channels"].values())
+
+
+def retention_of(retention: dict[str, Any], level: str) -> str:
+    """Retention (keep, archive or delete) of a level.
+
+    Parameters
+    ----------
+    retention : dict
+        The validated ``retention`` block of the configuration.
+    level : str
+        One of :data:`LEVELS`.
+    """
+    if level not in LEVELS:
+        raise ConfigError(f"unknown level {level!r}; levels are {LEVELS}")
+    return retention["levels"].get(level) or retention["default"]

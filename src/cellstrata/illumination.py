@@ -1,0 +1,221 @@
+"""Level 2: CellProfiler-style illumination functions and corrected images."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tifffile
+from scipy import ndimage
+from skimage.transform import downscale_local_mean, resize
+
+from cellstrata.io import ImageReadError, read_image, write_tiff
+
+log = logging.getLogger(__name__)
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """Scale an integer image to [0, 1] by its dtype's maximum, as CellProfiler does."""
+    if np.issubdtype(image.dtype, np.integer):
+        return image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
+    return image.astype(np.float32, copy=False)
+
+
+def mean_image(images: Iterable[np.ndarray]) -> np.ndarray:
+    """Pixel-wise mean of images, accumulated one at a time (memory of one image)."""
+    total, count = None, 0
+    for image in images:
+        if total is None:
+            total = np.zeros(image.shape, dtype=np.float64)
+        elif image.shape != total.shape:
+            raise ValueError(f"image {count} has shape {image.shape}, expected {total.shape}")
+        total += image
+        count += 1
+    if total is None:
+        raise ValueError("no images to average")
+    return total / count
+
+
+def illumination_function(
+    mean: np.ndarray,
+    *,
+    smoothing: str = "median",
+    filter_size: int | None = None,
+    rescale: str = "robust",
+) -> np.ndarray:
+    """Smooth a mean image into an illumination function and rescale it.
+
+    Parameters
+    ----------
+    mean : numpy.ndarray
+        Average of all images of one channel on one plate.
+    smoothing : {"median", "gaussian"}
+        Median filtering ignores cells better; the Gaussian uses sigma = size / 2.35
+        (CellProfiler's convention).
+    filter_size : int, optional
+        Filter size in pixels; default a fifth of the larger image side.
+    rescale : {"robust", "median"}
+        ``robust`` divides by the 2nd percentile and clips at 1, so dividing by the function
+        never brightens a pixel; ``median`` divides by the median.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 function with the shape of ``mean``.
+    """
+    size = filter_size or max(mean.shape) // 5
+    if smoothing == "median":
+        # A large median is slow at full resolution; the function is smooth, so filter a
+        # block-averaged copy and interpolate back.
+        factor = max(1, size // 16)
+        small = downscale_local_mean(mean, (factor, factor))
+        small = ndimage.median_filter(small, size=max(3, size // factor), mode="nearest")
+        smooth = resize(small, mean.shape, order=1, mode="edge", anti_aliasing=False)
+        smooth = ndimage.gaussian_filter(smooth, sigma=factor, mode="nearest")
+    elif smoothing == "gaussian":
+        smooth = ndimage.gaussian_filter(mean, sigma=size / 2.35, mode="nearest")
+    else:
+        raise ValueError(f"unknown smoothing {smoothing!r}; use 'median' or 'gaussian'")
+    if rescale == "robust":
+        floor = np.percentile(smooth, 2)
+        if floor <= 0:
+            raise ValueError("illumination function has a non-positive 2nd percentile")
+        function = np.maximum(smooth, floor) / floor
+    elif rescale == "median":
+        function = smooth / np.median(smooth)
+    else:
+        raise ValueError(f"unknown rescale {rescale!r}; use 'robust' or 'median'")
+    return function.astype(np.float32)
+
+
+def compute_illumination(
+    paths: Sequence[str | os.PathLike],
+    *,
+    smoothing: str = "median",
+    filter_size: int | None = None,
+    rescale: str = "robust",
+) -> np.ndarray:
+    """Illumination function of one plate × channel from its image files."""
+    log.info("averaging %d images", len(paths))
+    mean = mean_image(to_float(read_image(path)) for path in paths)
+    return illumination_function(
+        mean, smoothing=smoothing, filter_size=filter_size, rescale=rescale
+    )
+
+
+def write_illumination(
+    manifest_path: str | os.PathLike,
+    channel: str,
+    output: str | os.PathLike,
+    *,
+    smoothing: str = "median",
+    filter_size: int | None = None,
+    rescale: str = "robust",
+) -> np.ndarray:
+    """Compute one channel's illumination function from a plate manifest; write it as TIFF."""
+    manifest = pd.read_parquet(manifest_path)
+    paths = list(manifest.loc[manifest["channel"] == channel, "path"])
+    if not paths:
+        raise ValueError(f"{manifest_path}: no image of channel {channel}")
+    function = compute_illumination(
+        paths, smoothing=smoothing, filter_size=filter_size, rescale=rescale
+    )
+    log.info("channel %s: %s", channel, describe_function(function))
+    write_tiff(output, function)
+    return function
+
+
+def correct_image(image: np.ndarray, function: np.ndarray) -> np.ndarray:
+    """Divide a raw image (scaled to [0, 1]) by its illumination function."""
+    if image.shape != function.shape:
+        raise ValueError(f"image shape {image.shape} != illumination shape {function.shape}")
+    return to_float(image) / function
+
+
+def site_stack_name(well: str, site: int) -> str:
+    """File name of one site's corrected multi-channel stack."""
+    return f"{well}_s{site}.tiff"
+
+
+def correct_batch(
+    manifest: pd.DataFrame,
+    functions: Mapping[str, str | os.PathLike],
+    out_dir: str | os.PathLike,
+) -> list[Path]:
+    """Correct every site of a manifest slice; write one float32 CYX stack per site.
+
+    Parameters
+    ----------
+    manifest : pandas.DataFrame
+        Manifest rows of the sites to correct (one batch).
+    functions : Mapping[str, path]
+        Channel name -> illumination function TIFF.
+    out_dir : path
+        Directory receiving ``{well}_s{site}.tiff``; channel names are stored in the TIFF
+        metadata (``channels``) in the order of ``functions``.
+
+    Returns
+    -------
+    list of pathlib.Path
+        Written files.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    illum = {channel: tifffile.imread(path) for channel, path in functions.items()}
+    written = []
+    for (well, site), group in manifest.groupby(["Metadata_Well", "Metadata_Site"], sort=True):
+        paths = dict(zip(group["channel"], group["path"], strict=True))
+        planes = []
+        for channel, function in illum.items():
+            try:
+                planes.append(correct_image(read_image(paths[channel]), function))
+            except (ImageReadError, ValueError) as err:
+                plate = group["Metadata_Plate"].iloc[0]
+                raise ImageReadError(
+                    f"plate {plate} well {well} site {site} channel {channel}: {err}"
+                ) from err
+        target = out_dir / site_stack_name(well, int(site))
+        write_tiff(target, np.stack(planes), metadata={"channels": list(illum)})
+        written.append(target)
+    log.info("corrected %d sites into %s", len(written), out_dir)
+    return written
+
+
+def correct_plate_batch(
+    manifest_path: str | os.PathLike,
+    batch: str,
+    functions: Mapping[str, str | os.PathLike],
+    out_dir: str | os.PathLike,
+) -> list[Path]:
+    """Correct the sites of one batch of a plate manifest (see :func:`correct_batch`)."""
+    manifest = pd.read_parquet(manifest_path)
+    rows = manifest[manifest["batch"] == batch]
+    if rows.empty:
+        raise ValueError(f"{manifest_path}: no site in batch {batch}")
+    return correct_batch(rows, functions, out_dir)
+
+
+def read_stack(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a corrected site stack back as {channel name: image}."""
+    with tifffile.TiffFile(path) as tif:
+        names = (tif.shaped_metadata or [{}])[0].get("channels")
+        stack = tif.asarray()
+    if names is None or len(names) != stack.shape[0]:
+        raise ImageReadError(f"{path}: no channel names in the TIFF metadata")
+    return dict(zip(names, stack, strict=True))
+
+
+def describe_function(function: np.ndarray) -> str:
+    """One-line summary of an illumination function for the log."""
+    return json.dumps(
+        {
+            "min": float(function.min()),
+            "max": float(function.max()),
+            "max/min": float(function.max() / function.min()),
+        }
+    )

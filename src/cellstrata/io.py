@@ -1,0 +1,68 @@
+"""Image and table I/O shared by every level: atomic writes, named read errors."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+
+class ImageReadError(RuntimeError):
+    """An image file could not be read; the message names the file."""
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling path that is renamed onto ``path`` on success.
+
+    A killed or failing writer never leaves a partial file under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a single-plane image, raising :class:`ImageReadError` naming the file."""
+    try:
+        image = tifffile.imread(path)
+    except Exception as err:  # tifffile raises many types for corrupt files
+        raise ImageReadError(f"cannot read image {path}: {err}") from err
+    if image.ndim != 2:
+        raise ImageReadError(f"image {path} has shape {image.shape}; expected a 2-D plane")
+    return image
+
+
+def write_tiff(path: str | os.PathLike, array: np.ndarray, metadata: dict | None = None) -> None:
+    """Write ``array`` as a zlib-compressed TIFF, atomically.
+
+    ``metadata`` is stored as tifffile's JSON shaped metadata (read back with
+    ``TiffFile.shaped_metadata``).
+    """
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, array, compression="zlib", metadata=metadata or {})
+
+
+def write_labels(path: str | os.PathLike, labels: np.ndarray) -> None:
+    """Write a label image as uint16 (uint32 when needed), zlib-compressed, atomically."""
+    dtype = np.uint16 if labels.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
+    write_tiff(path, labels.astype(dtype, copy=False))
+
+
+def write_parquet(path: str | os.PathLike, frame) -> None:
+    """Write a DataFrame to Parquet atomically (no index)."""
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)

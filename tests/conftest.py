@@ -1,0 +1,120 @@
+"""Shared fixtures: paths to ../shared, tiny synthetic plates, and a Snakemake API runner."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared(*parts: str) -> Path:
+    """Path under ../shared/data, skipping the test when it is absent (a user's clone)."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} is absent")
+    return path
+
+
+def write_plate(
+    root: Path,
+    *,
+    plate: str = "P1",
+    wells: Sequence[str] = ("A01", "A02"),
+    sites: int = 2,
+    channels: Sequence[str] = ("1", "2"),
+    shape: tuple[int, int] = (32, 32),
+    dtype: type = np.uint16,
+) -> list[Path]:
+    """Write a tiny ImageXpress-style plate of random images; return the files."""
+    rng = np.random.default_rng(0)
+    files = []
+    for well in wells:
+        for site in range(1, sites + 1):
+            for channel in channels:
+                path = root / f"{plate}_{well}_s{site}_w{channel}.tif"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tifffile.imwrite(path, rng.integers(0, 1000, shape).astype(dtype))
+                files.append(path)
+    return files
+
+
+PATTERN = r"(?P<plate>[^_/]+)_(?P<well>[A-P]\d{2})_s(?P<site>\d+)_w(?P<channel>\d)\.tif"
+
+
+@pytest.fixture(scope="session")
+def small_example(tmp_path_factory) -> Path:
+    """One synthetic plate (2 rows x 6 columns, 2 sites) generated once per session."""
+    from cellstrata.example import generate_example
+
+    out = tmp_path_factory.mktemp("example")
+    generate_example(out, plates=("SYN01",), rows="AB", columns=6, sites=2, seed=1)
+    return out
+
+
+def example_config(example: Path, **overrides) -> dict:
+    """The repository's example config pointed at ``example``, with overrides merged."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["plates"] = [
+        {
+            "name": "SYN01",
+            "images": str(example / "images" / "SYN01"),
+            "platemap": str(example / "platemap.csv"),
+        }
+    ]
+    config["batching"] = {"wells_per_job": 6}
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+@pytest.fixture
+def run_workflow() -> Callable[..., bool]:
+    """Run the repository's Snakefile through the Snakemake API in a working directory."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import (
+        ConfigSettings,
+        DAGSettings,
+        ExecutionSettings,
+        OutputSettings,
+        ResourceSettings,
+    )
+
+    def run(
+        workdir: Path,
+        config: dict,
+        *,
+        targets: Sequence[str] = (),
+        dryrun: bool = False,
+        cores: int = 2,
+    ) -> bool:
+        workdir.mkdir(parents=True, exist_ok=True)
+        # The Snakefile's own configfile: directive needs config/config.yaml in the workdir.
+        (workdir / "config").mkdir(exist_ok=True)
+        shutil.copy(REPO / "config" / "config.yaml", workdir / "config" / "config.yaml")
+        configfile = workdir / "test_config.yaml"
+        configfile.write_text(yaml.safe_dump(config))
+        with SnakemakeApi(OutputSettings(dryrun=dryrun, quiet=None)) as api:
+            workflow = api.workflow(
+                resource_settings=ResourceSettings(cores=cores),
+                config_settings=ConfigSettings(configfiles=[configfile]),
+                snakefile=REPO / "Snakefile",
+                workdir=workdir,
+            )
+            dag = workflow.dag(dag_settings=DAGSettings(targets=set(targets)))
+            if dryrun:
+                dag.execute_workflow(executor="dryrun")
+            else:
+                dag.execute_workflow(
+                    executor="local", execution_settings=ExecutionSettings(latency_wait=1)
+                )
+        return True
+
+    return run
