@@ -14,7 +14,7 @@ import tifffile
 from scipy import ndimage
 from skimage.transform import downscale_local_mean, resize
 
-from cellstrata.io import ImageReadError, read_image, write_tiff
+from cellstrata.io import ImageReadError, read_image, site_file, write_tiff
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +137,6 @@ def correct_image(image: np.ndarray, function: np.ndarray) -> np.ndarray:
     return to_float(image) / function
 
 
-def site_stack_name(well: str, site: int) -> str:
-    """File name of one site's corrected multi-channel stack."""
-    return f"{well}_s{site}.tiff"
-
-
 def correct_batch(
     manifest: pd.DataFrame,
     functions: Mapping[str, str | os.PathLike],
@@ -179,7 +174,7 @@ def correct_batch(
                 raise ImageReadError(
                     f"plate {plate} well {well} site {site} channel {channel}: {err}"
                 ) from err
-        target = out_dir / site_stack_name(well, int(site))
+        target = out_dir / site_file(well, int(site))
         write_tiff(target, np.stack(planes), metadata={"channels": list(illum)})
         written.append(target)
     log.info("corrected %d sites into %s", len(written), out_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,21 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+
+_SITE_FILE = re.compile(r"^(?P<well>[A-Z]{1,2}\d{2,3})_s(?P<site>\d+)(?P<suffix>_[a-z]+)?\.tiff$")
+
+
+def site_file(well: str, site: int, suffix: str = "") -> str:
+    """File name of one site's image in a level directory, e.g. ``B03_s2_nuclei.tiff``."""
+    return f"{well}_s{site}{suffix}.tiff"
+
+
+def parse_site_file(name: str) -> tuple[str, int, str]:
+    """Inverse of :func:`site_file`: ``(well, site, suffix)``."""
+    match = _SITE_FILE.match(name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a site file name like B03_s2.tiff")
+    return match["well"], int(match["site"]), match["suffix"] or ""
 
 
 class ImageReadError(RuntimeError):

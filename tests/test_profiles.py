@@ -1,0 +1,138 @@
+"""Profiles: pycytominer chain per plate, platemap checks, Z'."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellstrata.config import PROFILE_STEPS
+from cellstrata.profiles import (
+    PlatemapError,
+    annotate_profiles,
+    mark_controls,
+    read_platemap,
+    write_profiles,
+    zprime,
+)
+
+WELLS = [f"{row}{col:02d}" for row in "AB" for col in range(1, 5)]
+
+
+def _cells(wells, seed=0, n=30):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for well in wells:
+        dose = int(well[1:]) - 1
+        for obj in range(1, n + 1):
+            rows.append(
+                {
+                    "Metadata_Plate": "P1",
+                    "Metadata_Well": well,
+                    "Metadata_Site": 1,
+                    "Metadata_ObjectNumber": obj,
+                    "Nuclei_Intensity_MeanIntensity_GFP": rng.normal(1 + dose, 0.1),
+                    "Cytoplasm_Intensity_MeanIntensity_GFP": rng.normal(1, 0.1),
+                    "Cells_AreaShape_Area": rng.normal(500, 50),
+                    "Nuclei_AreaShape_Area": rng.normal(150, 20),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def platemap_file(tmp_path):
+    controls = {1: "negative", 4: "positive"}
+    table = pd.DataFrame(
+        {
+            "well_position": [f"{w[0]}{int(w[1:])}" for w in WELLS],  # A1 style
+            "dose": [int(w[1:]) - 1 for w in WELLS],
+            "role": [controls.get(int(w[1:]), "treated") for w in WELLS],
+        }
+    )
+    path = tmp_path / "platemap.tsv"
+    table.to_csv(path, sep="\t", index=False)
+    return path
+
+
+def _write_batches(tmp_path, cells):
+    paths = []
+    for index, (_, group) in enumerate(cells.groupby(cells["Metadata_Well"].str[0])):
+        path = tmp_path / f"batch{index}.parquet"
+        group.to_parquet(path)
+        paths.append(path)
+    return paths
+
+
+def test_full_chain(tmp_path, platemap_file):
+    paths = _write_batches(tmp_path, _cells(WELLS))
+    outputs = {step: tmp_path / f"P1_{step}.parquet" for step in PROFILE_STEPS}
+    tables = write_profiles(
+        paths,
+        platemap_file,
+        outputs,
+        platemap_options={"well_column": "well_position"},
+        controls={"column": "role", "negative": ["negative"], "positive": ["positive"]},
+        feature_select_operations=["variance_threshold"],
+    )
+    for step in PROFILE_STEPS:
+        assert outputs[step].exists()
+    aggregated = pd.read_parquet(outputs["aggregated"])
+    assert list(aggregated["Metadata_Well"]) == WELLS
+    assert (aggregated["Metadata_Object_Count"] == 30).all()
+    annotated = tables["annotated"]
+    assert {"Metadata_dose", "Metadata_role", "Metadata_control_type"} <= set(annotated)
+    assert annotated["Metadata_dose"].dtype.kind == "i"
+    normalized = tables["normalized"].set_index("Metadata_Well")
+    # Normalized to negative controls: the controls sit at ~0, the dose series rises.
+    readout = normalized["Nuclei_Intensity_MeanIntensity_GFP"]
+    assert abs(readout[["A01", "B01"]].mean()) < 1
+    assert readout["A04"] > readout["A03"] > readout["A02"] > readout["A01"]
+
+
+def test_imaged_well_missing_from_platemap_is_an_error(tmp_path, platemap_file):
+    platemap = read_platemap(platemap_file, well_column="well_position")
+    aggregated = pd.DataFrame(
+        {
+            "Metadata_Plate": "P1",
+            "Metadata_Well": ["A01", "C07"],
+            "Cells_AreaShape_Area": [1.0, 2.0],
+        }
+    )
+    with pytest.raises(PlatemapError, match=r"plate P1: imaged well\(s\) missing .*\['C07'\]"):
+        annotate_profiles(aggregated, platemap)
+
+
+def test_duplicate_platemap_wells(tmp_path):
+    path = tmp_path / "pm.csv"
+    path.write_text("well,x\nA1,1\nA01,2\n")
+    with pytest.raises(PlatemapError, match=r"listed more than once: \['A01'\]"):
+        read_platemap(path)
+
+
+def test_row_and_column_platemap(tmp_path):
+    path = tmp_path / "pm.csv"
+    path.write_text("Row,Column,SBS_Controls\nA,01,-1\nA,12,1\nB,03,0\n")
+    platemap = read_platemap(path, well_column=None, row_column="Row", column_column="Column")
+    marked = mark_controls(platemap, column="SBS_Controls", negative=[-1], positive=[1])
+    assert list(marked["Metadata_Well"]) == ["A01", "A12", "B03"]
+    assert list(marked["Metadata_control_type"]) == ["negative", "positive", "treated"]
+
+
+def test_controls_by_wells(platemap_file):
+    platemap = read_platemap(platemap_file, well_column="well_position")
+    marked = mark_controls(platemap, column=None, negative_wells=["A2", "b02"])
+    assert sorted(marked.loc[marked["Metadata_control_type"] == "negative", "Metadata_Well"]) == [
+        "A02",
+        "B02",
+    ]
+
+
+def test_missing_platemap_column(platemap_file):
+    with pytest.raises(PlatemapError, match=r"column\(s\) \['Well'\] not found"):
+        read_platemap(platemap_file, well_column="Well")
+
+
+def test_zprime():
+    assert zprime([10, 10.1, 9.9], [0, 0.1, -0.1]) == pytest.approx(1 - 3 * 0.2 / 10)
+    assert zprime([1, 3], [0, 2]) < 0
