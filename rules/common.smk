@@ -1,5 +1,4 @@
 # Config validation and every helper the rules use (no lambdas in rules).
-import os
 import re
 import sys
 from pathlib import Path
@@ -11,9 +10,6 @@ from snakemake.utils import validate
 # --sdm conda), so the code that made an output is the code of this workflow's commit.
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (SRC, os.environ.get("PYTHONPATH")) if p
-)
 
 from cellstrata.config import (
     PROFILE_STEPS,
@@ -23,6 +19,9 @@ from cellstrata.config import (
     retention_of,
 )
 from cellstrata.ingest import assign_batches, scan_plate
+from cellstrata.workflow import export_source
+
+export_source(SRC)
 
 
 validate(config, str(SCHEMA_PATH))

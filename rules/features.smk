@@ -8,11 +8,11 @@ rule features:
         "logs/features/{plate}/{batch}.log",
     benchmark:
         "logs/benchmark/features/{plate}/{batch}.tsv"
+    conda:
+        "../envs/images.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=60,
-    conda:
-        "../envs/images.yaml"
     script:
         "../scripts/features.py"

@@ -8,16 +8,16 @@ rule illumination:
         "logs/illumination/{plate}/{channel}.log",
     benchmark:
         "logs/benchmark/illumination/{plate}/{channel}.tsv"
-    params:
-        smoothing=config["illumination"]["smoothing"],
-        filter_size=config["illumination"]["filter_size"],
-        rescale=config["illumination"]["rescale"],
+    conda:
+        "../envs/images.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=60,
-    conda:
-        "../envs/images.yaml"
+    params:
+        smoothing=config["illumination"]["smoothing"],
+        filter_size=config["illumination"]["filter_size"],
+        rescale=config["illumination"]["rescale"],
     script:
         "../scripts/illumination.py"
 
@@ -33,13 +33,13 @@ rule correct:
         "logs/correct/{plate}/{batch}.log",
     benchmark:
         "logs/benchmark/correct/{plate}/{batch}.tsv"
-    params:
-        channels=CHANNELS,
+    conda:
+        "../envs/images.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../envs/images.yaml"
+    params:
+        channels=CHANNELS,
     script:
         "../scripts/correct.py"

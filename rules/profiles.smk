@@ -3,9 +3,15 @@ rule profiles:
         features=batch_features,
         platemap=platemap_of,
     output:
-        aggregated=retained("profiles", "results/profiles/{plate}/{plate}_aggregated.parquet"),
-        annotated=retained("profiles", "results/profiles/{plate}/{plate}_annotated.parquet"),
-        normalized=retained("profiles", "results/profiles/{plate}/{plate}_normalized.parquet"),
+        aggregated=retained(
+            "profiles", "results/profiles/{plate}/{plate}_aggregated.parquet"
+        ),
+        annotated=retained(
+            "profiles", "results/profiles/{plate}/{plate}_annotated.parquet"
+        ),
+        normalized=retained(
+            "profiles", "results/profiles/{plate}/{plate}_normalized.parquet"
+        ),
         feature_selected=retained(
             "profiles", "results/profiles/{plate}/{plate}_feature_selected.parquet"
         ),
@@ -13,16 +19,15 @@ rule profiles:
         "logs/profiles/{plate}.log",
     benchmark:
         "logs/benchmark/profiles/{plate}.tsv"
-    params:
-        platemap=config["platemap"],
-        controls=config["controls"],
-        options=config["profiles"],
+    conda:
+        "../envs/profiles.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../envs/profiles.yaml"
+    params:
+        platemap=config["platemap"],
+        controls=config["controls"],
+        options=config["profiles"],
     script:
         "../scripts/profiles.py"
-

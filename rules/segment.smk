@@ -7,16 +7,16 @@ rule segment:
         "logs/segment/{plate}/{batch}.log",
     benchmark:
         "logs/benchmark/segment/{plate}/{batch}.tsv"
+    conda:
+        "../envs/images.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
     params:
         nuclei_channel=config["segmentation"]["nuclei_channel"],
         cell_channel=config["segmentation"]["cell_channel"],
         nuclei=config["segmentation"]["nuclei"],
         cells=config["segmentation"]["cells"],
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=60,
-    conda:
-        "../envs/images.yaml"
     script:
         "../scripts/segment.py"

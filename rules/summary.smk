@@ -6,11 +6,11 @@ rule summary:
         "results/summary.txt",
     log:
         "logs/summary.log",
+    conda:
+        "../envs/ingest.yaml"
+    threads: 1
     params:
         experiment=config["experiment"],
         retention=config["retention"],
-    threads: 1
-    conda:
-        "../envs/ingest.yaml"
     script:
         "../scripts/summary.py"

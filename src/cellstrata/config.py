@@ -81,6 +81,13 @@ def check_config(config: dict[str, Any]) -> None:
             raise ConfigError(
                 f"segmentation.{key} is {seg[key]!r}, which is not a channel name {names}"
             )
+    # Imported here: the segmentation module pulls in scikit-image.
+    from cellstrata.segment import check_site_params
+
+    try:
+        check_site_params(seg["nuclei"], seg["cells"])
+    except ValueError as err:
+        raise ConfigError(f"segmentation: {err}") from err
     plates = [plate["name"] for plate in config["plates"]]
     duplicated = sorted({name for name in plates if plates.count(name) > 1})
     if duplicated:

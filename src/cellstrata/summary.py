@@ -36,7 +36,10 @@ def level_sizes(results: str | os.PathLike) -> dict[str, tuple[int, int]]:
     """Files and bytes present on disk per level directory."""
     sizes = {}
     for level, name in LEVEL_DIRS.items():
-        files = [p for p in Path(results, name).rglob("*") if p.is_file()]
+        # Hidden files are bookkeeping (e.g. Snakemake's .snakemake_timestamp), not data.
+        files = [
+            p for p in Path(results, name).rglob("*") if p.is_file() and not p.name.startswith(".")
+        ]
         sizes[level] = (len(files), sum(p.stat().st_size for p in files))
     return sizes
 
