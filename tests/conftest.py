@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +75,19 @@ def example_config(example: Path, **overrides) -> dict:
     return config
 
 
-@pytest.fixture
-def run_workflow() -> Callable[..., bool]:
-    """Run the repository's Snakefile through the Snakemake API in a working directory."""
+def run_snakemake(
+    workdir: Path,
+    config: dict,
+    *,
+    targets: Sequence[str] = (),
+    dryrun: bool = False,
+    keep_going: bool = False,
+    cores: int = 2,
+) -> None:
+    """Run the repository's Snakefile through the Snakemake API in ``workdir``.
+
+    Raises whatever Snakemake raises when a job fails.
+    """
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import (
         ConfigSettings,
@@ -87,34 +97,21 @@ def run_workflow() -> Callable[..., bool]:
         ResourceSettings,
     )
 
-    def run(
-        workdir: Path,
-        config: dict,
-        *,
-        targets: Sequence[str] = (),
-        dryrun: bool = False,
-        cores: int = 2,
-    ) -> bool:
-        workdir.mkdir(parents=True, exist_ok=True)
-        # The Snakefile's own configfile: directive needs config/config.yaml in the workdir.
-        (workdir / "config").mkdir(exist_ok=True)
-        shutil.copy(REPO / "config" / "config.yaml", workdir / "config" / "config.yaml")
-        configfile = workdir / "test_config.yaml"
-        configfile.write_text(yaml.safe_dump(config))
-        with SnakemakeApi(OutputSettings(dryrun=dryrun, quiet=None)) as api:
-            workflow = api.workflow(
-                resource_settings=ResourceSettings(cores=cores),
-                config_settings=ConfigSettings(configfiles=[configfile]),
-                snakefile=REPO / "Snakefile",
-                workdir=workdir,
-            )
-            dag = workflow.dag(dag_settings=DAGSettings(targets=set(targets)))
-            if dryrun:
-                dag.execute_workflow(executor="dryrun")
-            else:
-                dag.execute_workflow(
-                    executor="local", execution_settings=ExecutionSettings(latency_wait=1)
-                )
-        return True
-
-    return run
+    workdir.mkdir(parents=True, exist_ok=True)
+    # The Snakefile's own configfile: directive needs config/config.yaml in the workdir.
+    (workdir / "config").mkdir(exist_ok=True)
+    shutil.copy(REPO / "config" / "config.yaml", workdir / "config" / "config.yaml")
+    configfile = workdir / "test_config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    with SnakemakeApi(OutputSettings(dryrun=dryrun)) as api:
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(cores=cores),
+            config_settings=ConfigSettings(configfiles=[configfile]),
+            snakefile=REPO / "Snakefile",
+            workdir=workdir,
+        )
+        dag = workflow.dag(dag_settings=DAGSettings(targets=set(targets)))
+        dag.execute_workflow(
+            executor="dryrun" if dryrun else "local",
+            execution_settings=ExecutionSettings(latency_wait=1, keep_going=keep_going),
+        )

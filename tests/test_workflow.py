@@ -1,0 +1,193 @@
+"""The whole chain through the Snakemake API on tiny synthetic plates in temp dirs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from conftest import REPO, example_config, run_snakemake
+
+from cellstrata.illumination import correct_image, to_float
+
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture(scope="module")
+def example_run(small_example, tmp_path_factory):
+    """One full run of the example config on the small example; returns the workdir."""
+    workdir = tmp_path_factory.mktemp("run")
+    run_snakemake(workdir, example_config(small_example))
+    return workdir
+
+
+def _profiles(workdir, step):
+    return pd.read_parquet(workdir / f"results/profiles/SYN01/SYN01_{step}.parquet")
+
+
+def test_all_levels_written(example_run):
+    results = example_run / "results"
+    assert (results / "manifest/SYN01.parquet").exists()
+    assert sorted(p.name for p in (results / "illumination/SYN01").iterdir()) == [
+        "AGP.tiff",
+        "DNA.tiff",
+        "GFP.tiff",
+    ]
+    # Two batches of six whole wells; three label images per site.
+    masks = sorted((results / "masks/SYN01").glob("*/*.tiff"))
+    assert len(masks) == 12 * 2 * 3
+    assert {p.parent.name for p in masks} == {"A01-A06", "B01-B06"}
+    labels = tifffile.imread(masks[0])
+    assert labels.dtype in (np.uint16, np.uint32)
+    assert len(list((results / "features/SYN01").glob("*.parquet"))) == 2
+    for step in ("aggregated", "annotated", "normalized", "feature_selected"):
+        assert len(_profiles(example_run, step)) == 12
+    # retention: corrected images are temp() and gone once segment + features finished.
+    assert not any((results / "corrected").rglob("*.tiff"))
+
+
+def test_single_cell_table_layout(example_run):
+    cells = pd.read_parquet(example_run / "results/features/SYN01/A01-A06.parquet")
+    assert list(cells.columns[:4]) == [
+        "Metadata_Plate",
+        "Metadata_Well",
+        "Metadata_Site",
+        "Metadata_ObjectNumber",
+    ]
+    for column in (
+        "Nuclei_AreaShape_Area",
+        "Cells_Intensity_MeanIntensity_GFP",
+        "Cytoplasm_Intensity_MeanIntensity_AGP",
+    ):
+        assert cells[column].dtype == np.float32
+    assert set(cells["Metadata_Well"]) == {f"A{c:02d}" for c in range(1, 7)}
+
+
+def test_cell_counts_match_ground_truth(example_run, small_example):
+    truth = pd.read_csv(small_example / "ground_truth/wells.csv").set_index("well")
+    counts = _profiles(example_run, "aggregated").set_index("Metadata_Well")
+    error = counts["Metadata_Object_Count"] / truth.loc[counts.index, "n_cells"] - 1
+    assert error.abs().max() <= 0.10, error.to_dict()
+
+
+def test_illumination_flattened(example_run, small_example):
+    function = tifffile.imread(example_run / "results/illumination/SYN01/AGP.tiff")
+    truth = tifffile.imread(small_example / "ground_truth/illumination_w3.tiff")
+    assert np.corrcoef(function.ravel(), truth.ravel())[0, 1] > 0.9
+    manifest = pd.read_parquet(example_run / "results/manifest/SYN01.parquet")
+    paths = manifest.loc[manifest["channel"] == "AGP", "path"]
+    raw = np.mean([to_float(tifffile.imread(p)) for p in paths], axis=0)
+    corrected = np.mean([correct_image(tifffile.imread(p), function) for p in paths], axis=0)
+    # Corner/centre brightness of the plate mean, before and after correction.
+    size = raw.shape[0] // 8
+
+    def corner_over_centre(img):
+        corners = [img[:size, :size], img[:size, -size:], img[-size:, :size], img[-size:, -size:]]
+        return np.mean(corners) / img[3 * size : 5 * size, 3 * size : 5 * size].mean()
+
+    before, after = corner_over_centre(raw), corner_over_centre(corrected)
+    print(f"corner/centre of the AGP plate mean: raw {before:.2f}, corrected {after:.2f}")
+    assert before < 0.85
+    assert abs(after - 1) < abs(before - 1) / 2
+
+
+def test_dose_response_in_profiles(example_run):
+    profiles = _profiles(example_run, "annotated")
+    ratio = (
+        profiles["Nuclei_Intensity_MeanIntensity_GFP"]
+        / profiles["Cytoplasm_Intensity_MeanIntensity_GFP"]
+    )
+    by_dose = ratio.groupby(profiles["Metadata_dose"]).mean()
+    print("nuclear/cytoplasmic GFP by dose:", by_dose.round(2).to_dict())
+    assert by_dose.is_monotonic_increasing
+    assert by_dose.iloc[-1] > 3 * by_dose.iloc[0]
+    normalized = _profiles(example_run, "normalized")
+    readout = normalized.groupby("Metadata_control_type")["Nuclei_Intensity_MeanIntensity_GFP"]
+    assert readout.mean()["positive"] > readout.mean()["negative"] + 3
+
+
+def test_summary(example_run):
+    text = (example_run / "results/summary.txt").read_text()
+    assert "SYN01" in text and "cells" in text
+    assert "deleted after use (retention: delete)" in text
+    assert "results/profiles/SYN01/SYN01_feature_selected.parquet" in text
+
+
+def test_second_run_has_nothing_to_do(example_run, small_example):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--directory",
+            str(example_run),
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(example_run / "test_config.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_bad_image_fails_named_and_keeps_other_plate(tmp_path):
+    from cellstrata.example import generate_example
+
+    data = tmp_path / "data"
+    generate_example(data, plates=("PA", "PB"), rows="A", columns=3, sites=1)
+    victim = data / "images/PB/PB_A02_s1_w2.tif"
+    victim.write_bytes(victim.read_bytes()[:1000])
+    config = example_config(data)
+    config["plates"] = [
+        {"name": p, "images": str(data / "images" / p), "platemap": str(data / "platemap.csv")}
+        for p in ("PA", "PB")
+    ]
+    workdir = tmp_path / "run"
+    with pytest.raises(Exception):  # noqa: B017 - Snakemake raises its own error types
+        run_snakemake(workdir, config, keep_going=True)
+    log = (workdir / "logs/ingest/PB.log").read_text()
+    assert "plate PB well A02 site 1 channel GFP" in log and "truncated" in log
+    assert "PB_A02_s1_w2.tif" in log
+    # The healthy plate went all the way; nothing exists for the broken one past ingest.
+    assert (workdir / "results/profiles/PA/PA_feature_selected.parquet").exists()
+    assert not (workdir / "results/manifest/PB.parquet").exists()
+    assert not (workdir / "results/profiles/PB").exists()
+    assert len(victim.read_bytes()) == 1000  # raw data untouched
+
+
+def test_dry_run_creates_nothing(small_example, tmp_path):
+    run_snakemake(tmp_path, example_config(small_example), dryrun=True)
+    assert not (tmp_path / "results").exists()
+
+
+def test_lint_and_format(example_run):
+    lint = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--lint",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(example_run),
+            "--configfile",
+            str(example_run / "test_config.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    snakefmt = shutil.which("snakefmt", path=str(REPO / ".venv/bin")) or "snakefmt"
+    fmt = subprocess.run(
+        [snakefmt, "--check", "Snakefile", "rules"], cwd=REPO, capture_output=True, text=True
+    )
+    assert fmt.returncode == 0, fmt.stderr
