@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -98,15 +97,14 @@ def run_snakemake(
     )
 
     workdir.mkdir(parents=True, exist_ok=True)
-    # The Snakefile's own configfile: directive needs config/config.yaml in the workdir.
-    (workdir / "config").mkdir(exist_ok=True)
-    shutil.copy(REPO / "config" / "config.yaml", workdir / "config" / "config.yaml")
     configfile = workdir / "test_config.yaml"
     configfile.write_text(yaml.safe_dump(config))
     with SnakemakeApi(OutputSettings(dryrun=dryrun)) as api:
         workflow = api.workflow(
             resource_settings=ResourceSettings(cores=cores),
-            config_settings=ConfigSettings(configfiles=[configfile]),
+            # As profiles/default does for the command line: the test config replaces
+            # config/config.yaml rather than being merged into it.
+            config_settings=ConfigSettings(configfiles=[configfile], replace_workflow_config=True),
             snakefile=REPO / "Snakefile",
             workdir=workdir,
         )

@@ -1,0 +1,58 @@
+"""The whole chain on a real plate: BBBC013 (FKHR-GFP translocation dose response)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, run_snakemake, shared
+from scipy.stats import spearmanr
+
+from cellstrata.profiles import zprime
+
+pytestmark = [pytest.mark.realdata, pytest.mark.workflow]
+
+
+@pytest.fixture(scope="module")
+def bbbc013_run(tmp_path_factory):
+    data = shared("bbbc013_translocation")
+    config = yaml.safe_load((REPO / "config/examples/bbbc013.yaml").read_text())
+    config["plates"][0]["images"] = str(data)
+    config["plates"][0]["platemap"] = str(data / "1049_Metadata.csv")
+    workdir = tmp_path_factory.mktemp("bbbc013")
+    run_snakemake(workdir, config)
+    return workdir
+
+
+def test_bbbc013_dose_response_and_zprime(bbbc013_run):
+    results = bbbc013_run / "results/profiles/BBBC013"
+    for step in ("aggregated", "annotated", "normalized", "feature_selected"):
+        assert len(pd.read_parquet(results / f"BBBC013_{step}.parquet")) == 48
+    profiles = pd.read_parquet(results / "BBBC013_annotated.parquet")
+    ratio = (
+        profiles["Nuclei_Intensity_MeanIntensity_GFP"]
+        / profiles["Cytoplasm_Intensity_MeanIntensity_GFP"]
+    )
+    dose = profiles["Metadata_SBS_Doses"]
+    by_dose = ratio.groupby(dose).mean()
+    rho = spearmanr(dose, ratio).statistic
+    control = profiles["Metadata_control_type"]
+    z = zprime(ratio[control == "positive"], ratio[control == "negative"])
+    print(f"\nBBBC013 nuclear/cytoplasmic GFP by dose: {by_dose.round(2).to_dict()}")
+    print(f"BBBC013 Spearman(dose, ratio) = {rho:.3f}; Z' = {z:.3f}")
+    assert rho > 0.85
+    assert by_dose.loc[9] > 2 * by_dose.loc[0]
+    assert by_dose.loc[[0, 1, 2]].max() < by_dose.loc[[7, 8, 9]].min()
+    assert z >= 0.5
+
+
+def test_bbbc013_cell_counts_plausible(bbbc013_run):
+    # SOURCES.md: about 190 nuclei per image.
+    counts = pd.read_parquet(bbbc013_run / "results/profiles/BBBC013/BBBC013_aggregated.parquet")[
+        "Metadata_Object_Count"
+    ]
+    print(
+        f"\nBBBC013 cells per well: median {counts.median():.0f}, range {counts.min()}-"
+        f"{counts.max()}"
+    )
+    assert 120 < counts.median() < 260
