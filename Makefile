@@ -35,7 +35,7 @@ dry-run: $(VENV)/.installed-run $(EXAMPLE)/platemap.csv
 test: $(VENV)/.installed-test
 	$(BIN)/pytest
 
-lint: $(VENV)/.installed-test
+lint: $(VENV)/.installed-test $(EXAMPLE)/platemap.csv
 	$(BIN)/ruff check src scripts tests benchmarks
 	$(BIN)/ruff format --check src scripts tests benchmarks
 	$(BIN)/snakefmt --check Snakefile rules

@@ -16,11 +16,18 @@ def _example(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from snakemake.exceptions import WorkflowError
+
     from cellstrata.config import load_config
 
-    config = load_config(args.config)
-    print(f"{args.config}: valid ({len(config['plates'])} plate(s), channels "
-          f"{list(config['channels'].values())})")
+    try:
+        config = load_config(args.config)
+    except WorkflowError as err:  # schema violations, as Snakemake reports them
+        raise ValueError(str(err)) from err
+    print(
+        f"{args.config}: valid ({len(config['plates'])} plate(s), channels "
+        f"{list(config['channels'].values())})"
+    )
     return 0
 
 

@@ -37,7 +37,7 @@ import pandas as pd
 import skimage.measure
 import skimage.morphology
 
-from cellstrata.io import parse_site_file, read_image, site_file, write_parquet
+from cellstrata.io import read_image, site_file, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -845,15 +845,10 @@ def measure_batch(
         then the float32 features, one row per cell. A job without cells writes zero rows
         with the full schema.
     """
-    from cellstrata.illumination import read_stack
+    from cellstrata.illumination import iter_corrected_sites
 
     parts, channels = [], None
-    stacks = sorted(Path(corrected_dir).glob("*.tiff"))
-    if not stacks:
-        raise ValueError(f"{corrected_dir}: no corrected site images")
-    for stack in stacks:
-        well, site, _ = parse_site_file(stack.name)
-        images = read_stack(stack)
+    for well, site, images in iter_corrected_sites(corrected_dir):
         channels = list(images)
         labels = {
             compartment: read_image(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ import tifffile
 from scipy import ndimage
 from skimage.transform import downscale_local_mean, resize
 
-from cellstrata.io import ImageReadError, read_image, site_file, write_tiff
+from cellstrata.io import ImageReadError, parse_site_file, read_image, site_file, write_tiff
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,18 @@ def read_stack(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if names is None or len(names) != stack.shape[0]:
         raise ImageReadError(f"{path}: no channel names in the TIFF metadata")
     return dict(zip(names, stack, strict=True))
+
+
+def iter_corrected_sites(
+    corrected_dir: str | os.PathLike,
+) -> Iterator[tuple[str, int, dict[str, np.ndarray]]]:
+    """Yield ``(well, site, {channel: image})`` for every corrected stack of a job, in order."""
+    stacks = sorted(Path(corrected_dir).glob("*.tiff"))
+    if not stacks:
+        raise ValueError(f"{corrected_dir}: no corrected site images")
+    for stack in stacks:
+        well, site, _ = parse_site_file(stack.name)
+        yield well, site, read_stack(stack)
 
 
 def describe_function(function: np.ndarray) -> str:

@@ -26,7 +26,7 @@ from skimage.measure import regionprops
 from skimage.morphology import h_maxima
 from skimage.segmentation import clear_border, expand_labels, relabel_sequential, watershed
 
-from cellstrata.io import parse_site_file, site_file, write_labels
+from cellstrata.io import site_file, write_labels
 
 log = logging.getLogger(__name__)
 
@@ -693,21 +693,19 @@ def segment_batch(
     list of pathlib.Path
         Written label files.
     """
-    from cellstrata.illumination import read_stack
+    from cellstrata.illumination import iter_corrected_sites
 
     check_site_params(nuclei_params, cell_params)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    stacks = sorted(Path(corrected_dir).glob("*.tiff"))
-    if not stacks:
-        raise ValueError(f"{corrected_dir}: no corrected site images")
-    for stack in stacks:
-        well, site, _ = parse_site_file(stack.name)
-        images = read_stack(stack)
+    for well, site, images in iter_corrected_sites(corrected_dir):
         for channel in (nuclei_channel, cell_channel):
             if channel is not None and channel not in images:
-                raise ValueError(f"{stack}: no channel {channel!r} (has {list(images)})")
+                raise ValueError(
+                    f"{corrected_dir} well {well} site {site}: no channel {channel!r} "
+                    f"(has {list(images)})"
+                )
         masks = segment_site(
             images[nuclei_channel],
             images[cell_channel] if cell_channel else None,
