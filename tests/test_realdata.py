@@ -56,3 +56,18 @@ def test_bbbc013_cell_counts_plausible(bbbc013_run):
         f"{counts.max()}"
     )
     assert 120 < counts.median() < 260
+
+
+def test_nf1_plate_runs_through(tmp_path):
+    data = shared("nf1_cellpainting_plate2")
+    config = yaml.safe_load((REPO / "config/examples/nf1.yaml").read_text())
+    config["plates"][0]["images"] = str(data / "Plate_2_images")
+    config["plates"][0]["platemap"] = str(data / "platemap_NF1_plate2.csv")
+    run_snakemake(tmp_path, config)
+    profiles = pd.read_parquet(
+        tmp_path / "results/profiles/NF1_Plate2/NF1_Plate2_annotated.parquet"
+    )
+    assert sorted(profiles["Metadata_Well"]) == ["B07", "D06", "D07", "F07", "H12"]
+    assert set(profiles["Metadata_genotype"]) == {"WT", "Null"}
+    assert (profiles["Metadata_Object_Count"] > 5).all()
+    assert "Cytoplasm_Intensity_MeanIntensity_ER" in profiles

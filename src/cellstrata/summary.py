@@ -32,14 +32,22 @@ def _human(size: float) -> str:
     raise AssertionError("unreachable")
 
 
-def level_sizes(results: str | os.PathLike) -> dict[str, tuple[int, int]]:
-    """Files and bytes present on disk per level directory."""
+def level_sizes(results: str | os.PathLike, plates: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Files and bytes on disk per level, counting only the given plates' outputs.
+
+    A level stores a plate either as a directory ``{level}/{plate}/`` or as a file
+    ``{level}/{plate}.parquet``.
+    """
     sizes = {}
     for level, name in LEVEL_DIRS.items():
-        # Hidden files are bookkeeping (e.g. Snakemake's .snakemake_timestamp), not data.
-        files = [
-            p for p in Path(results, name).rglob("*") if p.is_file() and not p.name.startswith(".")
-        ]
+        files = []
+        for plate in plates:
+            for entry in Path(results, name).glob(f"{plate}*"):
+                if entry.name != plate and not entry.name.startswith(f"{plate}."):
+                    continue  # another plate whose name starts with this one
+                candidates = entry.rglob("*") if entry.is_dir() else [entry]
+                # Hidden files are bookkeeping (Snakemake's .snakemake_timestamp), not data.
+                files += [p for p in candidates if p.is_file() and not p.name.startswith(".")]
         sizes[level] = (len(files), sum(p.stat().st_size for p in files))
     return sizes
 
@@ -67,7 +75,7 @@ def summarize(
         )
     lines.append(f"{'total':<16}{'':>7}{len(sites):>7}{cells_total:>9}")
     lines += ["", f"{'level':<14}{'retention':<11}{'files':>7}{'size':>11}  where"]
-    sizes = level_sizes(results)
+    sizes = level_sizes(results, sorted(sites["Metadata_Plate"].unique()))
     sizes["raw"] = (len(manifest), raw_bytes)
     for level in LEVELS:
         files, size = sizes[level]
