@@ -15,6 +15,7 @@ include: "rules/segment.smk"
 include: "rules/features.smk"
 include: "rules/profiles.smk"
 include: "rules/summary.smk"
+include: "rules/provenance.smk"
 
 
 rule all:

@@ -18,7 +18,9 @@ from cellstrata.config import (
     check_config,
     retention_of,
 )
-from cellstrata.ingest import assign_batches, scan_plate
+from cellstrata.ingest import IngestError, plate_inventory
+from cellstrata.provenance import recorded_batches
+from cellstrata.stewardship import check_retention
 from cellstrata.workflow import export_source
 
 export_source(SRC)
@@ -30,22 +32,31 @@ check_config(config)
 PLATES = {plate["name"]: plate for plate in config["plates"]}
 CHANNELS = channel_names(config)
 # File names only (no pixels) are read while the DAG is built; the ingest job checks contents.
+# Without the image root (a collaborator who pulled results only) the manifest stands in.
 IMAGES = pd.concat(
     [
-        assign_batches(
-            scan_plate(
-                name,
-                plate["images"],
-                config["images"]["pattern"],
-                config["channels"],
-                extensions=config["images"]["extensions"],
-            ),
-            config["batching"]["wells_per_job"],
+        plate_inventory(
+            name,
+            plate["images"],
+            config["images"]["pattern"],
+            config["channels"],
+            manifest=f"results/manifest/{name}.parquet",
+            extensions=config["images"]["extensions"],
+            wells_per_job=config["batching"]["wells_per_job"],
         )
         for name, plate in PLATES.items()
     ],
     ignore_index=True,
 )
+for name, plate in PLATES.items():
+    if not (IMAGES["Metadata_Plate"] == name).any() and not recorded_batches(
+        "results", name
+    ):
+        raise IngestError(
+            f"plate {name}: image root {plate['images']} is not a directory"
+        )
+# Never let temp() silently remove what an earlier retention kept.
+check_retention(config)
 
 
 wildcard_constraints:
@@ -78,7 +89,9 @@ def batch_images(wildcards):
 
 
 def batches_of(plate):
-    return sorted(IMAGES.loc[IMAGES["Metadata_Plate"] == plate, "batch"].unique())
+    batches = IMAGES.loc[IMAGES["Metadata_Plate"] == plate, "batch"].unique()
+    # No images and no manifest: the batches the provenance records know.
+    return sorted(batches) if len(batches) else recorded_batches("results", plate)
 
 
 def plate_root(wildcards):
@@ -112,8 +125,27 @@ def profile_files():
     )
 
 
+def provenance_records():
+    records = []
+    for plate in PLATES:
+        records.append(f"results/provenance/{plate}/ingest.json")
+        records.append(f"results/provenance/{plate}/profiles.json")
+        records += expand(
+            "results/provenance/{plate}/illumination/{channel}.json",
+            plate=plate,
+            channel=CHANNELS,
+        )
+        records += expand(
+            "results/provenance/{plate}/{step}/{batch}.json",
+            plate=plate,
+            step=["correct", "segment", "features"],
+            batch=batches_of(plate),
+        )
+    return records
+
+
 def final_outputs():
-    return profile_files() + ["results/summary.txt"]
+    return profile_files() + ["results/summary.txt", "results/provenance.parquet"]
 
 
 def image_pattern(wildcards):

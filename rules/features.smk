@@ -4,6 +4,7 @@ rule features:
         masks="results/masks/{plate}/{batch}",
     output:
         retained("features", "results/features/{plate}/{batch}.parquet"),
+        provenance="results/provenance/{plate}/features/{batch}.json",
     log:
         "logs/features/{plate}/{batch}.log",
     benchmark:

@@ -4,6 +4,7 @@ rule illumination:
         images=channel_images,
     output:
         retained("illumination", "results/illumination/{plate}/{channel}.tiff"),
+        provenance="results/provenance/{plate}/illumination/{channel}.json",
     log:
         "logs/illumination/{plate}/{channel}.log",
     benchmark:
@@ -29,6 +30,7 @@ rule correct:
         images=batch_images,
     output:
         retained("corrected", directory("results/corrected/{plate}/{batch}")),
+        provenance="results/provenance/{plate}/correct/{batch}.json",
     log:
         "logs/correct/{plate}/{batch}.log",
     benchmark:

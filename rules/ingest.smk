@@ -4,6 +4,7 @@ rule ingest:
         platemap=platemap_of,
     output:
         retained("manifest", "results/manifest/{plate}.parquet"),
+        provenance="results/provenance/{plate}/ingest.json",
     log:
         "logs/ingest/{plate}.log",
     benchmark:

@@ -15,6 +15,7 @@ rule profiles:
         feature_selected=retained(
             "profiles", "results/profiles/{plate}/{plate}_feature_selected.parquet"
         ),
+        provenance="results/provenance/{plate}/profiles.json",
     log:
         "logs/profiles/{plate}.log",
     benchmark:

@@ -3,6 +3,7 @@ rule segment:
         "results/corrected/{plate}/{batch}",
     output:
         retained("masks", directory("results/masks/{plate}/{batch}")),
+        provenance="results/provenance/{plate}/segment/{batch}.json",
     log:
         "logs/segment/{plate}/{batch}.log",
     benchmark:

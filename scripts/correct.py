@@ -1,9 +1,9 @@
 """Snakemake script: illumination-correct the sites of one batch."""
 
 from cellstrata.illumination import correct_plate_batch
-from cellstrata.logs import logged
+from cellstrata.provenance import recorded_job
 
-with logged(snakemake.log[0]):
+with recorded_job(snakemake):
     correct_plate_batch(
         snakemake.input.manifest,
         snakemake.wildcards.batch,

@@ -1,9 +1,9 @@
 """Snakemake script: single-cell features of one batch."""
 
 from cellstrata.features import measure_batch
-from cellstrata.logs import logged
+from cellstrata.provenance import recorded_job
 
-with logged(snakemake.log[0]):
+with recorded_job(snakemake):
     measure_batch(
         snakemake.input.corrected,
         snakemake.input.masks,

@@ -1,9 +1,9 @@
 """Snakemake script: illumination function of one plate x channel."""
 
 from cellstrata.illumination import write_illumination
-from cellstrata.logs import logged
+from cellstrata.provenance import recorded_job
 
-with logged(snakemake.log[0]):
+with recorded_job(snakemake):
     write_illumination(
         snakemake.input.manifest,
         snakemake.wildcards.channel,

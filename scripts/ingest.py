@@ -1,9 +1,9 @@
 """Snakemake script: build and validate the image manifest of one plate."""
 
 from cellstrata.ingest import write_manifest
-from cellstrata.logs import logged
+from cellstrata.provenance import recorded_job
 
-with logged(snakemake.log[0]):
+with recorded_job(snakemake):
     write_manifest(
         snakemake.wildcards.plate,
         snakemake.params.root,

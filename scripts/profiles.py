@@ -1,9 +1,9 @@
 """Snakemake script: per-well profiles of one plate with pycytominer."""
 
-from cellstrata.logs import logged
 from cellstrata.profiles import write_profiles
+from cellstrata.provenance import recorded_job
 
-with logged(snakemake.log[0]):
+with recorded_job(snakemake):
     write_profiles(
         snakemake.input.features,
         snakemake.input.platemap,

@@ -1,9 +1,9 @@
 """Snakemake script: nuclei, cell and cytoplasm masks of one batch."""
 
-from cellstrata.logs import logged
+from cellstrata.provenance import recorded_job
 from cellstrata.segment import segment_batch
 
-with logged(snakemake.log[0]):
+with recorded_job(snakemake):
     segment_batch(
         snakemake.input[0],
         snakemake.output[0],

@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+
+
+def _config(args: argparse.Namespace) -> dict:
+    from snakemake.exceptions import WorkflowError
+
+    from cellstrata.config import load_config
+
+    try:
+        return load_config(args.config)
+    except WorkflowError as err:  # schema violations, as Snakemake reports them
+        raise ValueError(str(err)) from err
 
 
 def _example(args: argparse.Namespace) -> int:
@@ -16,18 +28,95 @@ def _example(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from snakemake.exceptions import WorkflowError
-
-    from cellstrata.config import load_config
-
-    try:
-        config = load_config(args.config)
-    except WorkflowError as err:  # schema violations, as Snakemake reports them
-        raise ValueError(str(err)) from err
+    config = _config(args)
     print(
         f"{args.config}: valid ({len(config['plates'])} plate(s), channels "
         f"{list(config['channels'].values())})"
     )
+    return 0
+
+
+def _emit(frame, args: argparse.Namespace, text: str) -> None:
+    if args.json:
+        print(frame.to_json(orient="records", indent=1))
+    elif args.csv:
+        print(frame.to_csv(index=False), end="")
+    else:
+        print(text)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship import status
+
+    table = status(_config(args), args.workspace)
+    _emit(table, args, table.to_string(index=False))
+    return 0
+
+
+def _storage_plan(args: argparse.Namespace) -> int:
+    from cellstrata.storage import format_plan, project, storage_plan
+
+    plan = storage_plan(_config(args), args.workspace)
+    projection = project(plan, args.plates) if args.plates else None
+    if args.json or args.csv:
+        _emit(projection if projection is not None else plan, args, "")
+    else:
+        print(format_plan(plan, projection))
+    return 0
+
+
+def _dvc_setup(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship import setup_dvc
+
+    path = setup_dvc(_config(args), args.config, args.workspace)
+    print(f"wrote {path}; remotes configured in .dvc/config (credentials: .dvc/config.local)")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship import push
+
+    report = push(_config(args), args.workspace)
+    print(f"pushed and verified {len(report['verified'])} object(s)")
+    return 0
+
+
+def _archive(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship import archive
+
+    outs = archive(_config(args), args.workspace, dry_run=args.dry_run)
+    verb = "would archive" if args.dry_run else "archived (verified, removed locally)"
+    for out in outs:
+        print(f"{verb}: {out.path} -> remote {out.remote}")
+    if not outs:
+        print("nothing to archive")
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship import pull
+
+    for path in pull(_config(args), args.paths, args.workspace):
+        print(f"pulled {path}")
+    return 0
+
+
+def _apply_retention(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship import apply_retention
+
+    removed = apply_retention(_config(args), args.workspace, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {len(removed)} file(s) of levels with retention delete")
+    return 0
+
+
+def _provenance(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cellstrata.provenance import format_lineage, lineage, read_records
+
+    chain = lineage(args.path, read_records(Path(args.workspace, "results")))
+    print(json.dumps(chain, indent=1) if args.json else format_lineage(chain))
     return 0
 
 
@@ -36,20 +125,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cellstrata", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    example = commands.add_parser("example", help="generate the synthetic example plate(s)")
+    def command(name: str, func, help: str, *, config: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        if config:
+            sub.add_argument("--config", default="config/config.yaml", help="workflow config")
+            sub.add_argument("--workspace", default=".", help="directory holding results/")
+        sub.set_defaults(func=func)
+        return sub
+
+    example = command("example", _example, "generate the synthetic example plate(s)", config=False)
     example.add_argument("out", help="output directory")
     example.add_argument("--plates", nargs="+", default=["SYN01", "SYN02"])
     example.add_argument("--seed", type=int, default=0)
-    example.set_defaults(func=_example)
 
-    validate = commands.add_parser("validate", help="validate a workflow config file")
+    validate = command("validate", _validate, "validate a workflow config file", config=False)
     validate.add_argument("config")
-    validate.set_defaults(func=_validate)
+
+    for name, func, text in (
+        ("status", _status, "per plate x level: present, on a remote, archived, deleted, missing"),
+    ):
+        sub = command(name, func, text)
+        sub.add_argument("--json", action="store_true")
+        sub.add_argument("--csv", action="store_true")
+
+    storage = commands.add_parser("storage", help="storage planning")
+    storage_commands = storage.add_subparsers(dest="storage_command", required=True)
+    plan = storage_commands.add_parser("plan", help="files, bytes, retention and cost per level")
+    plan.add_argument("--config", default="config/config.yaml")
+    plan.add_argument("--workspace", default=".")
+    plan.add_argument("--plates", type=int, help="project the cost to this many plates")
+    plan.add_argument("--json", action="store_true")
+    plan.add_argument("--csv", action="store_true")
+    plan.set_defaults(func=_storage_plan)
+
+    dvc = commands.add_parser("dvc", help="DVC set-up")
+    dvc_commands = dvc.add_subparsers(dest="dvc_command", required=True)
+    setup = dvc_commands.add_parser("setup", help="dvc init, remotes from the config, dvc.yaml")
+    setup.add_argument("--config", default="config/config.yaml")
+    setup.add_argument("--workspace", default=".")
+    setup.set_defaults(func=_dvc_setup)
+
+    command("push", _push, "dvc commit + push kept and archived levels, verify every object")
+    archive = command("archive", _archive, "push archived levels, verify them, remove locally")
+    archive.add_argument("--dry-run", action="store_true")
+    pull = command("pull", _pull, "dvc pull outputs (with provenance) and restore their order")
+    pull.add_argument("paths", nargs="+")
+    apply = command(
+        "apply-retention",
+        _apply_retention,
+        "explicitly delete local outputs of levels whose retention is delete",
+    )
+    apply.add_argument("--dry-run", action="store_true")
+    provenance = command("provenance", _provenance, "lineage of an output back to raw images")
+    provenance.add_argument("path")
+    provenance.add_argument("--json", action="store_true")
 
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, RuntimeError) as err:
         print(f"cellstrata {args.command}: {err}", file=sys.stderr)
         return 1
 

@@ -23,6 +23,30 @@ LEVELS = (
     "profiles",
 )
 
+#: The level each rule's outputs belong to.
+RULE_LEVELS = {
+    "ingest": "manifest",
+    "illumination": "illumination",
+    "correct": "corrected",
+    "segment": "masks",
+    "features": "features",
+    "profiles": "profiles",
+}
+
+#: Where a level keeps one plate's outputs: one directory (or file) per plate, which is also
+#: the unit DVC tracks (few entries per plate, never one per site).
+LEVEL_PATHS = {
+    "manifest": "results/manifest/{plate}.parquet",
+    "illumination": "results/illumination/{plate}",
+    "corrected": "results/corrected/{plate}",
+    "masks": "results/masks/{plate}",
+    "crops": "results/crops/{plate}",
+    "features": "results/features/{plate}",
+    "profiles": "results/profiles/{plate}",
+}
+#: Provenance records of a plate (tombstones included): always kept.
+PROVENANCE_PATH = "results/provenance/{plate}"
+
 #: The per-plate profile tables, in the order pycytominer makes them.
 PROFILE_STEPS = ("aggregated", "annotated", "normalized", "feature_selected")
 
@@ -92,6 +116,19 @@ def check_config(config: dict[str, Any]) -> None:
     duplicated = sorted({name for name in plates if plates.count(name) > 1})
     if duplicated:
         raise ConfigError(f"plates: plate names used twice: {duplicated}")
+    retention = config["retention"]
+    for plate, overrides in retention["plates"].items():
+        if plate not in plates:
+            raise ConfigError(f"retention.plates: {plate!r} is not a plate of this config")
+        for level in overrides:
+            if level not in LEVELS:
+                raise ConfigError(f"retention.plates.{plate}: unknown level {level!r}")
+            if retention_of(retention, level) == "delete":
+                raise ConfigError(
+                    f"retention.plates.{plate}.{level}: level {level} is temp() (delete) for "
+                    f"every plate, which one plate cannot override; set retention.levels."
+                    f"{level} to keep or archive instead"
+                )
     pm = config["platemap"]
     if pm["well_column"] is None and (pm["row_column"] is None or pm["column_column"] is None):
         raise ConfigError("platemap: set well_column, or both row_column and column_column")
@@ -102,8 +139,8 @@ def channel_names(config: dict[str, Any]) -> list[str]:
     return list(config["channels"].values())
 
 
-def retention_of(retention: dict[str, Any], level: str) -> str:
-    """Retention (keep, archive or delete) of a level.
+def retention_of(retention: dict[str, Any], level: str, plate: str | None = None) -> str:
+    """Retention (keep, archive or delete) of a level, optionally for one plate.
 
     Parameters
     ----------
@@ -111,7 +148,10 @@ def retention_of(retention: dict[str, Any], level: str) -> str:
         The validated ``retention`` block of the configuration.
     level : str
         One of :data:`LEVELS`.
+    plate : str, optional
+        Apply the plate's override, if any.
     """
     if level not in LEVELS:
         raise ConfigError(f"unknown level {level!r}; levels are {LEVELS}")
-    return retention["levels"].get(level) or retention["default"]
+    override = retention.get("plates", {}).get(plate, {}).get(level) if plate else None
+    return override or retention["levels"].get(level) or retention["default"]

@@ -360,3 +360,29 @@ def write_manifest(
     )
     write_parquet(output, manifest)
     return manifest
+
+
+def plate_inventory(
+    plate: str,
+    root: str | os.PathLike,
+    pattern: str,
+    channels: Mapping[str, str],
+    *,
+    manifest: str | os.PathLike,
+    extensions: Sequence[str] = (".tif", ".tiff"),
+    wells_per_job: int = 1,
+) -> pd.DataFrame:
+    """The images and batches of a plate as known when Snakemake builds its DAG.
+
+    From the image root when it is there (file names only); otherwise from the plate's
+    manifest, so a collaborator who pulled results without the raw images can still plan
+    the DAG. With neither, an empty table (the caller decides whether that is an error).
+    """
+    if Path(root).is_dir():
+        frame = scan_plate(plate, root, pattern, channels, extensions=extensions)
+        return assign_batches(frame, wells_per_job)
+    columns = ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "channel", "path", "batch"]
+    if Path(manifest).exists():
+        log.warning("plate %s: image root %s absent; using manifest %s", plate, root, manifest)
+        return pd.read_parquet(manifest, columns=columns)
+    return pd.DataFrame({column: pd.Series(dtype=object) for column in columns})

@@ -1,0 +1,156 @@
+"""Storage plan: what every level costs to keep, per plate, now and for N plates."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from cellstrata.config import LEVEL_PATHS, LEVELS, retention_of
+from cellstrata.provenance import read_records
+
+GB = 1e9
+TB = 1e12
+
+
+def _disk(path: Path) -> tuple[int, int]:
+    if path.is_file():
+        return 1, path.stat().st_size
+    if path.is_dir():
+        files = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
+        return len(files), sum(p.stat().st_size for p in files)
+    return 0, 0
+
+
+def _raw_size(plate: Mapping[str, Any], workspace: Path) -> tuple[int, int, str]:
+    """Raw images of a plate: from its manifest, else from the image root, else unknown."""
+    manifest = workspace / LEVEL_PATHS["manifest"].format(plate=plate["name"])
+    if manifest.exists():
+        sizes = pd.read_parquet(manifest, columns=["bytes"])["bytes"]
+        return len(sizes), int(sizes.sum()), "manifest"
+    root = workspace / plate["images"]
+    if root.is_dir():
+        files, size = _disk(root)
+        return files, size, "disk"
+    return 0, 0, "unknown"
+
+
+def _locked_sizes(workspace: Path) -> dict[str, tuple[int, int]]:
+    lock = workspace / "dvc.lock"
+    if not lock.exists():
+        return {}
+    sizes = {}
+    for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
+        for out in stage.get("outs", []):
+            sizes[out["path"]] = (int(out.get("nfiles", 1)), int(out.get("size", 0)))
+    return sizes
+
+
+def storage_plan(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.DataFrame:
+    """One row per plate × level: files, bytes (and where the figure comes from), retention,
+    where the data lives, and its one-time and monthly cost.
+
+    Sizes come, in order, from the workspace, from ``dvc.lock`` (archived data), from the
+    provenance records (deleted data), or are estimated from the raw size and
+    ``storage.size_ratios``, so the plan works before anything has run.
+    """
+    workspace = Path(workspace)
+    storage = config["storage"]
+    prices = storage["prices"]
+    remotes = storage["remotes"]
+    locked = _locked_sizes(workspace)
+    recorded: dict[tuple[str, str], list[int]] = {}
+    for record in read_records(workspace / "results"):
+        key = (record["level"], record["wildcards"].get("plate"))
+        recorded.setdefault(key, []).extend(o["size"] for o in record["outputs"])
+    rows = []
+    for plate in config["plates"]:
+        name = plate["name"]
+        raw_files, raw_bytes, raw_source = _raw_size(plate, workspace)
+        for level in LEVELS:
+            action = retention_of(config["retention"], level, name)
+            if level == "raw":
+                files, size, source = raw_files, raw_bytes, raw_source
+            else:
+                path = LEVEL_PATHS[level].format(plate=name)
+                files, size = _disk(workspace / path)
+                source = "disk"
+                if not files and path in locked:
+                    (files, size), source = locked[path], "dvc.lock"
+                elif not files and (level, name) in recorded:
+                    sizes = recorded[(level, name)]
+                    files, size, source = len(sizes), sum(sizes), "records"
+                elif not files:
+                    size = int(raw_bytes * storage["size_ratios"].get(level, 0.0))
+                    source = "estimate" if level != "crops" else "estimate (level not built)"
+            if action == "delete":
+                where, kinds = "deleted after use", []
+            elif action == "archive":
+                where = f"remote archive ({remotes['archive']['url']})"
+                kinds = [remotes["archive"]["kind"]]
+            else:
+                where = f"workspace + remote default ({remotes['default']['url']})"
+                kinds = [storage["workspace_kind"], remotes["default"]["kind"]]
+            once = sum(prices[k]["per_tb_once"] for k in kinds) * size / TB
+            monthly = sum(prices[k]["per_gb_month"] for k in kinds) * size / GB
+            rows.append(
+                {
+                    "plate": name,
+                    "level": level,
+                    "retention": action,
+                    "files": files,
+                    "bytes": size,
+                    "size_source": source,
+                    "where": where,
+                    "one_time_usd": round(once, 6),
+                    "monthly_usd": round(monthly, 6),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def project(plan: pd.DataFrame, n_plates: int) -> pd.DataFrame:
+    """Scale the per-plate mean of each level to ``n_plates`` plates."""
+    per_plate = plan.groupby("level", sort=False)[
+        ["files", "bytes", "one_time_usd", "monthly_usd"]
+    ].mean()
+    projected = (per_plate * n_plates).round(2)
+    projected.insert(0, "retention", plan.groupby("level", sort=False)["retention"].first())
+    return projected.reset_index()
+
+
+def format_plan(plan: pd.DataFrame, projection: pd.DataFrame | None = None) -> str:
+    """The plan as a terminal table with totals (and the projection when given)."""
+    table = plan.assign(size=plan["bytes"].map(_human)).drop(columns="bytes")
+    lines = [table.to_string(index=False), ""]
+    lines.append(
+        f"total: {_human(plan['bytes'].sum())} kept or archived: "
+        f"{_human(plan.loc[plan['retention'] != 'delete', 'bytes'].sum())}; "
+        f"one-time ${plan['one_time_usd'].sum():.2f}, monthly ${plan['monthly_usd'].sum():.2f}"
+    )
+    if projection is not None:
+        n = "projection"
+        lines += [
+            "",
+            f"{n}:",
+            projection.assign(size=projection["bytes"].map(_human))
+            .drop(columns="bytes")
+            .to_string(index=False),
+        ]
+        lines.append(
+            f"projected one-time ${projection['one_time_usd'].sum():.2f}, monthly "
+            f"${projection['monthly_usd'].sum():.2f}"
+        )
+    return "\n".join(lines)
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(size) < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
