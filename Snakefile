@@ -22,3 +22,9 @@ rule all:
     default_target: True
     input:
         final_outputs(),
+
+
+# What a collaborator who pulled only the profiles asks for: `snakemake -n profiles_all`.
+rule profiles_all:
+    input:
+        profile_files(),

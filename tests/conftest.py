@@ -82,6 +82,7 @@ def run_snakemake(
     dryrun: bool = False,
     keep_going: bool = False,
     cores: int = 2,
+    snakefile: Path = REPO / "Snakefile",
 ) -> None:
     """Run the repository's Snakefile through the Snakemake API in ``workdir``.
 
@@ -105,7 +106,7 @@ def run_snakemake(
             # As profiles/default does for the command line: the test config replaces
             # config/config.yaml rather than being merged into it.
             config_settings=ConfigSettings(configfiles=[configfile], replace_workflow_config=True),
-            snakefile=REPO / "Snakefile",
+            snakefile=snakefile,
             workdir=workdir,
         )
         dag = workflow.dag(dag_settings=DAGSettings(targets=set(targets)))

@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup.add_argument("--workspace", default=".")
     setup.set_defaults(func=_dvc_setup)
 
-    command("push", _push, "dvc commit + push kept and archived levels, verify every object")
+    command("push", _push, "dvc commit + push kept levels, verify every object")
     archive = command("archive", _archive, "push archived levels, verify them, remove locally")
     archive.add_argument("--dry-run", action="store_true")
     pull = command("pull", _pull, "dvc pull outputs (with provenance) and restore their order")

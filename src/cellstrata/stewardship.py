@@ -250,9 +250,12 @@ def push(
     config: Mapping[str, Any],
     workspace: str | os.PathLike = ".",
     *,
-    retentions: Iterable[str] = ("keep", "archive"),
+    retentions: Iterable[str] = ("keep",),
 ) -> dict[str, list[str]]:
     """Record (``dvc commit``) and push every present output of the given retentions; verify.
+
+    By default the kept levels (to the default remote); archived levels go through
+    :func:`archive`, which also removes them locally.
 
     Raises
     ------
@@ -335,8 +338,9 @@ def pull(
     paths: Sequence[str],
     workspace: str | os.PathLike = ".",
 ) -> list[str]:
-    """``dvc pull`` the given outputs plus every plate's provenance and platemaps, then give the
-    pulled files modification times in the order their jobs ran.
+    """``dvc pull`` the given outputs plus what planning the workflow needs (every plate's
+    manifest, provenance records and platemap), then give the pulled files modification times
+    in the order their jobs ran.
 
     DVC does not keep mtimes: pulled files get the time of the pull, in arbitrary order, so
     Snakemake could see an input newer than its output and rerun work. Times are set from the
@@ -344,8 +348,11 @@ def pull(
     earlier, like a platemap, stays older than the outputs made from it).
     """
     workspace = Path(workspace)
+    # Without its manifest, Snakemake would plan to re-ingest a plate whose images are absent.
     always = [
-        o.path for o in tracked_outputs(config, workspace) if o.level in {"provenance", "platemap"}
+        o.path
+        for o in tracked_outputs(config, workspace)
+        if o.level in {"manifest", "provenance", "platemap"}
     ]
     targets = list(dict.fromkeys([*always, *paths]))
     _dvc(workspace, "pull", *targets)
@@ -354,33 +361,42 @@ def pull(
 
 
 def restore_mtimes(workspace: str | os.PathLike, paths: Sequence[str]) -> int:
-    """Set pulled files' mtimes from the provenance records; return how many were set."""
+    """Give pulled files modification times in the order their jobs ran; return how many.
+
+    Outputs get their job's recorded end time (a record file too), a directory output's
+    ``.snakemake_timestamp`` the newest time beside it, and files no job made (platemaps, raw
+    images) a time before every output, as sources. All times are shifted together so the
+    newest is now.
+    """
     workspace = Path(workspace)
-    ends = {}
-    for record in read_records(workspace / "results"):
+    ends: dict[str, float] = {}
+    for record_file in sorted(Path(workspace, "results", "provenance").rglob("*.json")):
+        record = json.loads(record_file.read_text())
         end = datetime.fromisoformat(record["end"]).timestamp()
+        ends[record_file.relative_to(workspace).as_posix()] = end
         for output in record["outputs"]:
             ends[output["path"]] = end
     files = []
     for path in paths:
         full = workspace / path
         files += [p for p in full.rglob("*") if p.is_file()] if full.is_dir() else [full]
-    stamped = {}
+    stamped: dict[Path, float] = {}
+    sources = []
     for file in files:
         relative = file.relative_to(workspace).as_posix()
         if relative in ends:
             stamped[file] = ends[relative]
         elif file.name == ".snakemake_timestamp":
-            # A directory output's timestamp: as new as the newest recorded file beside it.
-            beside = [
-                ends[p]
-                for p in ends
-                if p.startswith(file.parent.relative_to(workspace).as_posix() + "/")
-            ]
+            prefix = file.parent.relative_to(workspace).as_posix() + "/"
+            beside = [end for path, end in ends.items() if path.startswith(prefix)]
             if beside:
                 stamped[file] = max(beside)
+        else:
+            sources.append(file)
     if not stamped:
         return 0
+    earliest = min(stamped.values()) - 1
+    stamped.update(dict.fromkeys(sources, earliest))
     shift = time.time() - max(stamped.values())
     for file, stamp in stamped.items():
         os.utime(file, (stamp + shift, stamp + shift))

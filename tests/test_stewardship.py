@@ -1,0 +1,313 @@
+"""Stewardship on real remotes: a local directory remote and an S3 API (moto server) on
+127.0.0.1. A lab clones the workflow, runs it, tracks its levels with DVC, archives, and a
+collaborator pulls only the profiles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, example_config
+from s3server import Relay, moto_s3
+
+from cellstrata.cli import main
+from cellstrata.config import load_config
+from cellstrata.provenance import write_record
+from cellstrata.stewardship import (
+    StewardshipError,
+    apply_retention,
+    check_dvc_yaml,
+    check_retention,
+    status,
+)
+
+pytestmark = pytest.mark.workflow
+
+WORKFLOW_FILES = ("Snakefile", "rules", "scripts", "src", "envs", "profiles", ".gitignore")
+BUCKET = "lab-archive"
+
+
+def _run(args, cwd, **kwargs):
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, **kwargs)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def _git(cwd, *args):
+    return _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd)
+
+
+def _tree_md5(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def _cellstrata(cwd: Path, *args: str) -> int:
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return main(list(args))
+    finally:
+        os.chdir(old)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with pytest.MonkeyPatch.context() as patch:
+        # moto accepts any credentials; none are real and none are written to a file.
+        for key, value in (
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ):
+            patch.setenv(key, value)
+        with moto_s3(BUCKET) as endpoint:
+            yield endpoint
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, s3):
+    """A lab's clone of the workflow that has run the example and set up DVC."""
+    from cellstrata.example import generate_example
+
+    root = tmp_path_factory.mktemp("stewardship")
+    lab = root / "lab"
+    lab.mkdir()
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(
+                source, lab / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+            )
+        else:
+            shutil.copy(source, lab / name)
+    generate_example(
+        lab / "resources/example", plates=("SYN01",), rows="A", columns=4, sites=1, seed=2
+    )
+    config = example_config(lab / "resources/example")
+    config["plates"] = [
+        {
+            "name": "SYN01",
+            "images": "resources/example/images/SYN01",
+            "platemap": "resources/example/platemap.csv",
+        }
+    ]
+    config["batching"] = {"wells_per_job": 2}
+    config["retention"] = {
+        "levels": {"corrected": "delete", "masks": "archive", "features": "archive"}
+    }
+    config["storage"] = {
+        "remotes": {
+            "default": {"url": str(root / "lab-server"), "kind": "local_disk"},
+            "archive": {"url": f"s3://{BUCKET}/cellstrata", "kind": "cloud", "endpointurl": s3},
+        }
+    }
+    (lab / "config").mkdir()
+    (lab / "config/config.yaml").write_text(yaml.safe_dump(config))
+    _git(lab, "init", "-q")
+    _git(lab, "add", ".")
+    _git(lab, "commit", "-qm", "lab clone")
+    _run([sys.executable, "-m", "snakemake", "--cores", "2"], lab)
+    assert _cellstrata(lab, "dvc", "setup") == 0
+    return lab
+
+
+def test_dvc_yaml_follows_config(lab):
+    config = load_config(lab / "config/config.yaml")
+    check_dvc_yaml(config, "config/config.yaml", lab)
+    stages = yaml.safe_load((lab / "dvc.yaml").read_text())["stages"]
+    outs = {next(iter(s["outs"][0])): next(iter(s["outs"][0].values())) for s in stages.values()}
+    # One entry per plate and level (never per site); deleted levels are not tracked.
+    assert outs["results/masks/SYN01"]["remote"] == "archive"
+    assert outs["results/features/SYN01"]["remote"] == "archive"
+    assert outs["results/profiles/SYN01"]["remote"] == "default"
+    assert outs["resources/example/images/SYN01"]["remote"] == "default"
+    assert "results/corrected/SYN01" not in outs
+    # Drift is caught: the same dvc.yaml no longer fits a changed retention.
+    config["retention"]["levels"]["masks"] = "keep"
+    with pytest.raises(StewardshipError, match="does not match"):
+        check_dvc_yaml(config, "config/config.yaml", lab)
+    dvc_config = (lab / ".dvc/config").read_text()
+    assert "endpointurl" in dvc_config and "secret" not in dvc_config.lower()
+
+
+def test_archive_lifecycle(lab, s3):
+    masks, features = lab / "results/masks/SYN01", lab / "results/features/SYN01"
+    before = {"masks": _tree_md5(masks), "features": _tree_md5(features)}
+    assert before["masks"] and before["features"]
+
+    # keep: pushed to the default (local directory) remote, verified, left in place.
+    assert _cellstrata(lab, "push") == 0
+    assert any((lab.parent / "lab-server/files/md5").rglob("*"))
+    assert (lab / "results/profiles/SYN01").is_dir()
+
+    # A dry run removes nothing.
+    assert _cellstrata(lab, "archive", "--dry-run") == 0
+    assert _tree_md5(masks) == before["masks"]
+
+    # The S3 server dies mid-push: loud failure, nothing removed locally.
+    port = int(s3.rsplit(":", 1)[1])
+    with Relay(port, cut_after=40_000) as relay:
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "dvc",
+                "remote",
+                "modify",
+                "--local",
+                "archive",
+                "endpointurl",
+                relay.endpoint,
+            ],
+            lab,
+        )
+        failed = subprocess.run(
+            [sys.executable, "-m", "cellstrata.cli", "archive"],
+            cwd=lab,
+            capture_output=True,
+            text=True,
+        )
+        assert relay.cut.is_set(), "the relay never cut the transfer"
+    assert failed.returncode != 0
+    assert "nothing removed" in failed.stderr
+    assert _tree_md5(masks) == before["masks"]
+    assert _tree_md5(features) == before["features"]
+
+    # Retry with the server back: pushed, verified object by object, removed locally.
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "dvc",
+            "remote",
+            "modify",
+            "--local",
+            "--unset",
+            "archive",
+            "endpointurl",
+        ],
+        lab,
+    )
+    assert _cellstrata(lab, "archive") == 0
+    assert not masks.exists() and not features.exists()
+    table = status(load_config(lab / "config/config.yaml"), lab).set_index(["plate", "level"])
+    assert table.loc[("SYN01", "masks"), "state"] == "archived"
+    assert table.loc[("SYN01", "features"), "state"] == "archived"
+    assert table.loc[("SYN01", "profiles"), "state"] == "present"
+    assert table.loc[("SYN01", "corrected"), "state"] == "deleted"
+    assert "reproducible from rule correct" in table.loc[("SYN01", "corrected"), "note"]
+
+    # Missing archived intermediates do not make Snakemake recompute anything.
+    dry = _run([sys.executable, "-m", "snakemake", "-n"], lab)
+    assert "Nothing to be done" in dry, dry
+
+    # dvc pull brings the archive back, bit for bit.
+    _run(
+        [sys.executable, "-m", "dvc", "pull", "results/masks/SYN01", "results/features/SYN01"], lab
+    )
+    assert _tree_md5(masks) == before["masks"]
+    assert _tree_md5(features) == before["features"]
+
+
+def test_collaborator_pulls_only_profiles(lab, tmp_path):
+    _git(lab, "add", "dvc.yaml", "dvc.lock", ".dvc/config", ".dvcignore", ".dvc/.gitignore")
+    _git(lab, "commit", "-qm", "track levels with DVC")
+    collab = tmp_path / "collab"
+    _git(tmp_path, "clone", "-q", str(lab), str(collab))
+    assert _cellstrata(collab, "pull", "results/profiles/SYN01") == 0
+    assert (collab / "results/profiles/SYN01/SYN01_normalized.parquet").exists()
+    # Only what was asked for (plus provenance and platemap): no raw images, no features.
+    assert not (collab / "results/features").exists()
+    assert not (collab / "resources/example/images").exists()
+    dry = _run([sys.executable, "-m", "snakemake", "-n", "profiles_all"], collab)
+    assert "Nothing to be done" in dry, dry
+
+
+def test_status_and_plan_match_disk(lab):
+    assert _cellstrata(lab, "status", "--json") == 0
+    config = load_config(lab / "config/config.yaml")
+    from cellstrata.storage import storage_plan
+
+    plan = storage_plan(config, lab).set_index(["plate", "level"])
+    profiles = lab / "results/profiles/SYN01"
+    on_disk = sum(
+        p.stat().st_size for p in profiles.rglob("*") if p.is_file() and not p.name.startswith(".")
+    )
+    assert plan.loc[("SYN01", "profiles"), "bytes"] == on_disk
+    assert plan.loc[("SYN01", "profiles"), "size_source"] == "disk"
+
+
+def test_provenance_command(lab, capsys):
+    assert _cellstrata(lab, "provenance", "results/profiles/SYN01/SYN01_normalized.parquet") == 0
+    text = capsys.readouterr().out
+    assert text.startswith("profiles [plate=SYN01]")
+    for rule in ("features", "segment", "correct", "illumination", "ingest"):
+        assert f"{rule} [" in text
+    assert "raw inputs: resources/example/images/SYN01/SYN01_A01_s1_w1.tif" in text
+
+
+def test_retention_change_needs_explicit_command(tmp_path):
+    config = load_config(REPO / "config/config.yaml")
+    kept = tmp_path / "results/masks/SYN01/A01-A04/A01_s1_nuclei.tiff"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"labels")
+    write_record(
+        tmp_path / "results/provenance/SYN01/segment/A01-A04.json",
+        {
+            "rule": "segment",
+            "level": "masks",
+            "retention": "keep",
+            "wildcards": {"plate": "SYN01"},
+            "inputs": [],
+            "outputs": [{"path": kept.relative_to(tmp_path).as_posix(), "size": 6, "md5": "x"}],
+            "end": "2026-01-01T00:00:00+00:00",
+        },
+    )
+    check_retention(config, tmp_path)  # masks kept: fine
+    config["retention"]["levels"]["masks"] = "delete"
+    with pytest.raises(StewardshipError, match="cellstrata apply-retention"):
+        check_retention(config, tmp_path)
+    assert kept.exists()
+    assert apply_retention(config, tmp_path, dry_run=True) == [
+        kept.relative_to(tmp_path).as_posix()
+    ]
+    assert kept.exists()
+    apply_retention(config, tmp_path)
+    assert not kept.exists()
+    check_retention(config, tmp_path)
+    # The record stays as the tombstone.
+    record = json.loads((tmp_path / "results/provenance/SYN01/segment/A01-A04.json").read_text())
+    assert record["outputs"][0]["size"] == 6
+
+
+def test_no_secrets_in_committed_files():
+    import re
+
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert ".dvc/config.local" not in files
+    patterns = [
+        re.compile(r"AKIA[0-9A-Z]{16}"),
+        re.compile(r"(?i)(secret_access_key|aws_secret|password)\s*[=:]\s*['\"]?[A-Za-z0-9/+]{8,}"),
+        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    ]
+    offenders = []
+    for name in files:
+        path = REPO / name
+        if not path.is_file() or path.suffix in {".parquet", ".tif", ".tiff", ".png"}:
+            continue
+        text = path.read_text(errors="ignore")
+        offenders += [f"{name}: {p.pattern}" for p in patterns if p.search(text)]
+    assert not offenders, offenders
