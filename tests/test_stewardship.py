@@ -311,3 +311,8 @@ def test_no_secrets_in_committed_files():
         text = path.read_text(errors="ignore")
         offenders += [f"{name}: {p.pattern}" for p in patterns if p.search(text)]
     assert not offenders, offenders
+
+
+def test_committed_dvc_yaml_matches_the_example_config():
+    # Regenerate with `cellstrata dvc setup` whenever config/config.yaml's retention changes.
+    check_dvc_yaml(load_config(REPO / "config/config.yaml"), "config/config.yaml", REPO)

@@ -167,10 +167,8 @@ def setup_dvc(
         scm = (workspace / ".git").exists()
         _dvc(workspace, "init", "--quiet", *([] if scm else ["--no-scm"]))
     for role, remote in config["storage"]["remotes"].items():
+        # dvc run in the workspace resolves a relative local path against it.
         url = remote["url"]
-        if "://" not in url and not Path(url).is_absolute():
-            # DVC resolves relative local remotes against .dvc/; keep them workspace-relative.
-            url = os.path.relpath(workspace / url, workspace / ".dvc")
         _dvc(
             workspace,
             "remote",

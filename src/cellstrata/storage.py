@@ -17,7 +17,8 @@ GB = 1e9
 TB = 1e12
 
 
-def _disk(path: Path) -> tuple[int, int]:
+def disk_usage(path: Path) -> tuple[int, int]:
+    """Files and bytes of a file or directory (hidden bookkeeping files skipped)."""
     if path.is_file():
         return 1, path.stat().st_size
     if path.is_dir():
@@ -34,7 +35,7 @@ def _raw_size(plate: Mapping[str, Any], workspace: Path) -> tuple[int, int, str]
         return len(sizes), int(sizes.sum()), "manifest"
     root = workspace / plate["images"]
     if root.is_dir():
-        files, size = _disk(root)
+        files, size = disk_usage(root)
         return files, size, "disk"
     return 0, 0, "unknown"
 
@@ -77,7 +78,7 @@ def storage_plan(config: Mapping[str, Any], workspace: str | os.PathLike = ".") 
                 files, size, source = raw_files, raw_bytes, raw_source
             else:
                 path = LEVEL_PATHS[level].format(plate=name)
-                files, size = _disk(workspace / path)
+                files, size = disk_usage(workspace / path)
                 source = "disk"
                 if not files and path in locked:
                     (files, size), source = locked[path], "dvc.lock"
@@ -125,11 +126,11 @@ def project(plan: pd.DataFrame, n_plates: int) -> pd.DataFrame:
 
 def format_plan(plan: pd.DataFrame, projection: pd.DataFrame | None = None) -> str:
     """The plan as a terminal table with totals (and the projection when given)."""
-    table = plan.assign(size=plan["bytes"].map(_human)).drop(columns="bytes")
+    table = plan.assign(size=plan["bytes"].map(human_size)).drop(columns="bytes")
     lines = [table.to_string(index=False), ""]
     lines.append(
-        f"total: {_human(plan['bytes'].sum())} kept or archived: "
-        f"{_human(plan.loc[plan['retention'] != 'delete', 'bytes'].sum())}; "
+        f"total: {human_size(plan['bytes'].sum())} kept or archived: "
+        f"{human_size(plan.loc[plan['retention'] != 'delete', 'bytes'].sum())}; "
         f"one-time ${plan['one_time_usd'].sum():.2f}, monthly ${plan['monthly_usd'].sum():.2f}"
     )
     if projection is not None:
@@ -137,7 +138,7 @@ def format_plan(plan: pd.DataFrame, projection: pd.DataFrame | None = None) -> s
         lines += [
             "",
             f"{n}:",
-            projection.assign(size=projection["bytes"].map(_human))
+            projection.assign(size=projection["bytes"].map(human_size))
             .drop(columns="bytes")
             .to_string(index=False),
         ]
@@ -148,7 +149,8 @@ def format_plan(plan: pd.DataFrame, projection: pd.DataFrame | None = None) -> s
     return "\n".join(lines)
 
 
-def _human(size: float) -> str:
+def human_size(size: float) -> str:
+    """Bytes as a short decimal figure, e.g. ``12.3 MB``."""
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(size) < 1000 or unit == "TB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"

@@ -10,46 +10,8 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from cellstrata.config import LEVELS, retention_of
-
-#: Where each produced level lives under the results directory.
-LEVEL_DIRS = {
-    "manifest": "manifest",
-    "illumination": "illumination",
-    "corrected": "corrected",
-    "masks": "masks",
-    "crops": "crops",
-    "features": "features",
-    "profiles": "profiles",
-}
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
-
-
-def level_sizes(results: str | os.PathLike, plates: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """Files and bytes on disk per level, counting only the given plates' outputs.
-
-    A level stores a plate either as a directory ``{level}/{plate}/`` or as a file
-    ``{level}/{plate}.parquet``.
-    """
-    sizes = {}
-    for level, name in LEVEL_DIRS.items():
-        files = []
-        for plate in plates:
-            for entry in Path(results, name).glob(f"{plate}*"):
-                if entry.name != plate and not entry.name.startswith(f"{plate}."):
-                    continue  # another plate whose name starts with this one
-                candidates = entry.rglob("*") if entry.is_dir() else [entry]
-                # Hidden files are bookkeeping (Snakemake's .snakemake_timestamp), not data.
-                files += [p for p in candidates if p.is_file() and not p.name.startswith(".")]
-        sizes[level] = (len(files), sum(p.stat().st_size for p in files))
-    return sizes
+from cellstrata.config import LEVEL_PATHS, LEVELS, retention_of
+from cellstrata.storage import disk_usage, human_size
 
 
 def summarize(
@@ -75,12 +37,16 @@ def summarize(
         )
     lines.append(f"{'total':<16}{'':>7}{len(sites):>7}{cells_total:>9}")
     lines += ["", f"{'level':<14}{'retention':<11}{'files':>7}{'size':>11}  where"]
-    sizes = level_sizes(results, sorted(sites["Metadata_Plate"].unique()))
-    sizes["raw"] = (len(manifest), raw_bytes)
+    plates = sorted(sites["Metadata_Plate"].unique())
+    workspace = Path(results).parent
     for level in LEVELS:
-        files, size = sizes[level]
+        if level == "raw":
+            files, size = len(manifest), raw_bytes
+        else:
+            usage = [disk_usage(workspace / LEVEL_PATHS[level].format(plate=p)) for p in plates]
+            files, size = sum(u[0] for u in usage), sum(u[1] for u in usage)
         policy = retention_of(retention, level)
-        where = "image roots" if level == "raw" else f"{Path(results, LEVEL_DIRS[level])}/"
+        where = "image roots" if level == "raw" else f"{Path(LEVEL_PATHS[level]).parent}/"
         if level == "crops":
             state = "not built yet (reserved level)"
         elif files == 0 and policy == "delete":
@@ -88,7 +54,7 @@ def summarize(
         else:
             state = ""
         lines.append(
-            f"{level:<14}{policy:<11}{files:>7}{_human(size):>11}  {where} {state}".rstrip()
+            f"{level:<14}{policy:<11}{files:>7}{human_size(size):>11}  {where} {state}".rstrip()
         )
     lines += ["", "profiles written:"]
     for plate in sorted(sites["Metadata_Plate"].unique()):
