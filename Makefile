@@ -7,7 +7,7 @@ CORES ?= $(shell nproc 2>/dev/null || echo 2)
 BIN := $(VENV)/bin
 EXAMPLE := resources/example
 
-.PHONY: run test dry-run lint clean
+.PHONY: run test setup dry-run lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +25,15 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 $(EXAMPLE)/platemap.csv: src/cellstrata/example.py | $(VENV)/.installed-run
 	$(BIN)/cellstrata example $(EXAMPLE)
 
+setup: $(VENV)/.installed-run
+
 run: $(VENV)/.installed-run $(EXAMPLE)/platemap.csv
 	$(BIN)/snakemake --cores $(CORES)
 	@cat results/summary.txt
 
-dry-run: $(VENV)/.installed-run $(EXAMPLE)/platemap.csv
+dry-setup: $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run $(EXAMPLE)/platemap.csv
 	$(BIN)/snakemake -n
 
 test: $(VENV)/.installed-test
