@@ -17,6 +17,7 @@ from cellstrata.config import (
     channel_names,
     check_config,
     retention_of,
+    segmentation_versions,
 )
 from cellstrata.ingest import IngestError, plate_inventory
 from cellstrata.provenance import recorded_batches
@@ -31,6 +32,8 @@ check_config(config)
 
 PLATES = {plate["name"]: plate for plate in config["plates"]}
 CHANNELS = channel_names(config)
+# Segmentation versions (<method>-<paramhash>) to build side by side, the main one first.
+SEGMENTATIONS = segmentation_versions(config)
 # File names only (no pixels) are read while the DAG is built; the ingest job checks contents.
 # Without the image root (a collaborator who pulled results only) the manifest stands in.
 IMAGES = pd.concat(
@@ -49,12 +52,8 @@ IMAGES = pd.concat(
     ignore_index=True,
 )
 for name, plate in PLATES.items():
-    if not (IMAGES["Metadata_Plate"] == name).any() and not recorded_batches(
-        "results", name
-    ):
-        raise IngestError(
-            f"plate {name}: image root {plate['images']} is not a directory"
-        )
+    if not (IMAGES["Metadata_Plate"] == name).any() and not recorded_batches("results", name):
+        raise IngestError(f"plate {name}: image root {plate['images']} is not a directory")
 # Never let temp() silently remove what an earlier retention kept.
 check_retention(config)
 
@@ -63,6 +62,7 @@ wildcard_constraints:
     plate="|".join(re.escape(name) for name in PLATES),
     channel="|".join(re.escape(name) for name in CHANNELS),
     batch=r"[A-Z]{1,2}\d{2,3}(-[A-Z]{1,2}\d{2,3})?",
+    seg="|".join(re.escape(name) for name in SEGMENTATIONS),
 
 
 def retained(level, path):
@@ -75,16 +75,12 @@ def plate_images(wildcards):
 
 
 def channel_images(wildcards):
-    rows = (IMAGES["Metadata_Plate"] == wildcards.plate) & (
-        IMAGES["channel"] == wildcards.channel
-    )
+    rows = (IMAGES["Metadata_Plate"] == wildcards.plate) & (IMAGES["channel"] == wildcards.channel)
     return list(IMAGES.loc[rows, "path"])
 
 
 def batch_images(wildcards):
-    rows = (IMAGES["Metadata_Plate"] == wildcards.plate) & (
-        IMAGES["batch"] == wildcards.batch
-    )
+    rows = (IMAGES["Metadata_Plate"] == wildcards.plate) & (IMAGES["batch"] == wildcards.batch)
     return list(IMAGES.loc[rows, "path"])
 
 
@@ -104,22 +100,27 @@ def platemap_of(wildcards):
 
 def illumination_functions(wildcards):
     return {
-        channel: f"results/illumination/{wildcards.plate}/{channel}.tiff"
-        for channel in CHANNELS
+        channel: f"results/illumination/{wildcards.plate}/{channel}.tiff" for channel in CHANNELS
     }
 
 
 def batch_features(wildcards):
     return expand(
-        "results/features/{plate}/{batch}.parquet",
+        "results/features/{seg}/{plate}/{batch}.parquet",
+        seg=wildcards.seg,
         plate=wildcards.plate,
         batch=batches_of(wildcards.plate),
     )
 
 
+def segmentation_of(wildcards):
+    return SEGMENTATIONS[wildcards.seg]
+
+
 def profile_files():
     return expand(
-        "results/profiles/{plate}/{plate}_{step}.parquet",
+        "results/profiles/{seg}/{plate}/{plate}_{step}.parquet",
+        seg=list(SEGMENTATIONS),
         plate=list(PLATES),
         step=PROFILE_STEPS,
     )
@@ -129,16 +130,26 @@ def provenance_records():
     records = []
     for plate in PLATES:
         records.append(f"results/provenance/{plate}/ingest.json")
-        records.append(f"results/provenance/{plate}/profiles.json")
+        records += expand(
+            "results/provenance/{plate}/profiles/{seg}.json",
+            plate=plate,
+            seg=SEGMENTATIONS,
+        )
         records += expand(
             "results/provenance/{plate}/illumination/{channel}.json",
             plate=plate,
             channel=CHANNELS,
         )
         records += expand(
-            "results/provenance/{plate}/{step}/{batch}.json",
+            "results/provenance/{plate}/correct/{batch}.json",
             plate=plate,
-            step=["correct", "segment", "features"],
+            batch=batches_of(plate),
+        )
+        records += expand(
+            "results/provenance/{plate}/{step}/{seg}/{batch}.json",
+            plate=plate,
+            step=["segment", "features"],
+            seg=SEGMENTATIONS,
             batch=batches_of(plate),
         )
     return records

@@ -1,19 +1,19 @@
 rule features:
     input:
         corrected="results/corrected/{plate}/{batch}",
-        masks="results/masks/{plate}/{batch}",
+        masks="results/masks/{seg}/{plate}/{batch}",
     output:
-        retained("features", "results/features/{plate}/{batch}.parquet"),
-        provenance="results/provenance/{plate}/features/{batch}.json",
+        retained("features", "results/features/{seg}/{plate}/{batch}.parquet"),
+        provenance="results/provenance/{plate}/features/{seg}/{batch}.json",
     log:
-        "logs/features/{plate}/{batch}.log",
+        "logs/features/{seg}/{plate}/{batch}.log",
     benchmark:
-        "logs/benchmark/features/{plate}/{batch}.tsv"
-    conda:
-        "../envs/images.yaml"
+        "logs/benchmark/features/{seg}/{plate}/{batch}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=60,
+    conda:
+        "../envs/images.yaml"
     script:
         "../scripts/features.py"

@@ -9,16 +9,16 @@ rule illumination:
         "logs/illumination/{plate}/{channel}.log",
     benchmark:
         "logs/benchmark/illumination/{plate}/{channel}.tsv"
-    conda:
-        "../envs/images.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=60,
     params:
         smoothing=config["illumination"]["smoothing"],
         filter_size=config["illumination"]["filter_size"],
         rescale=config["illumination"]["rescale"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        "../envs/images.yaml"
     script:
         "../scripts/illumination.py"
 
@@ -35,13 +35,13 @@ rule correct:
         "logs/correct/{plate}/{batch}.log",
     benchmark:
         "logs/benchmark/correct/{plate}/{batch}.tsv"
-    conda:
-        "../envs/images.yaml"
+    params:
+        channels=CHANNELS,
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    params:
-        channels=CHANNELS,
+    conda:
+        "../envs/images.yaml"
     script:
         "../scripts/correct.py"

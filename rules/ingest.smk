@@ -9,12 +9,6 @@ rule ingest:
         "logs/ingest/{plate}.log",
     benchmark:
         "logs/benchmark/ingest/{plate}.tsv"
-    conda:
-        "../envs/ingest.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=30,
     params:
         root=plate_root,
         pattern=image_pattern,
@@ -22,5 +16,11 @@ rule ingest:
         extensions=config["images"]["extensions"],
         require_all_sites=config["images"]["require_all_sites"],
         wells_per_job=config["batching"]["wells_per_job"],
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    conda:
+        "../envs/ingest.yaml"
     script:
         "../scripts/ingest.py"

@@ -3,32 +3,27 @@ rule profiles:
         features=batch_features,
         platemap=platemap_of,
     output:
-        aggregated=retained(
-            "profiles", "results/profiles/{plate}/{plate}_aggregated.parquet"
-        ),
-        annotated=retained(
-            "profiles", "results/profiles/{plate}/{plate}_annotated.parquet"
-        ),
-        normalized=retained(
-            "profiles", "results/profiles/{plate}/{plate}_normalized.parquet"
-        ),
+        aggregated=retained("profiles", "results/profiles/{seg}/{plate}/{plate}_aggregated.parquet"),
+        annotated=retained("profiles", "results/profiles/{seg}/{plate}/{plate}_annotated.parquet"),
+        normalized=retained("profiles", "results/profiles/{seg}/{plate}/{plate}_normalized.parquet"),
         feature_selected=retained(
-            "profiles", "results/profiles/{plate}/{plate}_feature_selected.parquet"
+            "profiles",
+            "results/profiles/{seg}/{plate}/{plate}_feature_selected.parquet",
         ),
-        provenance="results/provenance/{plate}/profiles.json",
+        provenance="results/provenance/{plate}/profiles/{seg}.json",
     log:
-        "logs/profiles/{plate}.log",
+        "logs/profiles/{seg}/{plate}.log",
     benchmark:
-        "logs/benchmark/profiles/{plate}.tsv"
-    conda:
-        "../envs/profiles.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=60,
+        "logs/benchmark/profiles/{seg}/{plate}.tsv"
     params:
         platemap=config["platemap"],
         controls=config["controls"],
         options=config["profiles"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../envs/profiles.yaml"
     script:
         "../scripts/profiles.py"

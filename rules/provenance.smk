@@ -5,8 +5,8 @@ rule provenance:
         "results/provenance.parquet",
     log:
         "logs/provenance.log",
+    threads: 1
     conda:
         "../envs/ingest.yaml"
-    threads: 1
     script:
         "../scripts/provenance.py"

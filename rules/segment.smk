@@ -2,22 +2,19 @@ rule segment:
     input:
         "results/corrected/{plate}/{batch}",
     output:
-        retained("masks", directory("results/masks/{plate}/{batch}")),
-        provenance="results/provenance/{plate}/segment/{batch}.json",
+        retained("masks", directory("results/masks/{seg}/{plate}/{batch}")),
+        provenance="results/provenance/{plate}/segment/{seg}/{batch}.json",
     log:
-        "logs/segment/{plate}/{batch}.log",
+        "logs/segment/{seg}/{plate}/{batch}.log",
     benchmark:
-        "logs/benchmark/segment/{plate}/{batch}.tsv"
-    conda:
-        "../envs/images.yaml"
+        "logs/benchmark/segment/{seg}/{plate}/{batch}.tsv"
+    params:
+        segmentation=segmentation_of,
     threads: 1
     resources:
         mem_mb=2000,
         runtime=60,
-    params:
-        nuclei_channel=config["segmentation"]["nuclei_channel"],
-        cell_channel=config["segmentation"]["cell_channel"],
-        nuclei=config["segmentation"]["nuclei"],
-        cells=config["segmentation"]["cells"],
+    conda:
+        "../envs/images.yaml"
     script:
         "../scripts/segment.py"

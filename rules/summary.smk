@@ -6,11 +6,12 @@ rule summary:
         "results/summary.txt",
     log:
         "logs/summary.log",
-    conda:
-        "../envs/ingest.yaml"
-    threads: 1
     params:
         experiment=config["experiment"],
         retention=config["retention"],
+        version=next(iter(SEGMENTATIONS)),
+    threads: 1
+    conda:
+        "../envs/ingest.yaml"
     script:
         "../scripts/summary.py"

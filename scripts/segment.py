@@ -7,8 +7,5 @@ with recorded_job(snakemake):
     segment_batch(
         snakemake.input[0],
         snakemake.output[0],
-        nuclei_channel=snakemake.params.nuclei_channel,
-        cell_channel=snakemake.params.cell_channel,
-        nuclei_params=snakemake.params.nuclei,
-        cell_params=snakemake.params.cells,
+        **snakemake.params.segmentation,
     )

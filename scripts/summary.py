@@ -9,4 +9,5 @@ with logged(snakemake.log[0]):
         snakemake.output[0],
         experiment=snakemake.params.experiment,
         retention=snakemake.params.retention,
+        version=snakemake.params.version,
     )

@@ -58,6 +58,19 @@ def small_example(tmp_path_factory) -> Path:
     return out
 
 
+def main_version(config: dict) -> str:
+    """The main segmentation version tag (``<method>-<paramhash>``) of a config."""
+    import copy
+
+    from snakemake.utils import validate
+
+    from cellstrata.config import SCHEMA_PATH, segmentation_versions
+
+    config = copy.deepcopy(config)
+    validate(config, str(SCHEMA_PATH))
+    return next(iter(segmentation_versions(config)))
+
+
 def example_config(example: Path, **overrides) -> dict:
     """The repository's example config pointed at ``example``, with overrides merged."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())

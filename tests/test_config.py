@@ -63,7 +63,11 @@ def test_defaults_are_filled(tmp_path):
         ({"images": {"pattern": r"(?P<channel>\w+)\.tif"}}, "'well', or both"),
         ({"images": {"pattern": r"(?P<channel>[\w+\.tif"}}, "not a valid regular expression"),
         ({"channels": {"1": "DNA", "2": "DNA"}}, "used twice"),
-        ({"segmentation": {"cell_channel": "AGP"}}, "'AGP', which is not a channel"),
+        ({"segmentation": {"cell_channel": "AGP"}}, "cell_channel 'AGP' is not a channel"),
+        (
+            {"segmentation": {"extra_versions": [{"nuclei": {"diameterr": 3}}]}},
+            "unknown nuclei_params key",
+        ),
         ({"platemap": {"well_column": None}}, "row_column and column_column"),
     ],
 )

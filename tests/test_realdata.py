@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, run_snakemake, shared
+from conftest import REPO, main_version, run_snakemake, shared
 from scipy.stats import spearmanr
 
 from cellstrata.profiles import zprime
@@ -21,11 +21,11 @@ def bbbc013_run(tmp_path_factory):
     config["plates"][0]["platemap"] = str(data / "1049_Metadata.csv")
     workdir = tmp_path_factory.mktemp("bbbc013")
     run_snakemake(workdir, config)
-    return workdir
+    return workdir / "results/profiles" / main_version(config) / "BBBC013"
 
 
 def test_bbbc013_dose_response_and_zprime(bbbc013_run):
-    results = bbbc013_run / "results/profiles/BBBC013"
+    results = bbbc013_run
     for step in ("aggregated", "annotated", "normalized", "feature_selected"):
         assert len(pd.read_parquet(results / f"BBBC013_{step}.parquet")) == 48
     profiles = pd.read_parquet(results / "BBBC013_annotated.parquet")
@@ -48,9 +48,7 @@ def test_bbbc013_dose_response_and_zprime(bbbc013_run):
 
 def test_bbbc013_cell_counts_plausible(bbbc013_run):
     # SOURCES.md: about 190 nuclei per image.
-    counts = pd.read_parquet(bbbc013_run / "results/profiles/BBBC013/BBBC013_aggregated.parquet")[
-        "Metadata_Object_Count"
-    ]
+    counts = pd.read_parquet(bbbc013_run / "BBBC013_aggregated.parquet")["Metadata_Object_Count"]
     print(
         f"\nBBBC013 cells per well: median {counts.median():.0f}, range {counts.min()}-"
         f"{counts.max()}"
@@ -65,7 +63,10 @@ def test_nf1_plate_runs_through(tmp_path):
     config["plates"][0]["platemap"] = str(data / "platemap_NF1_plate2.csv")
     run_snakemake(tmp_path, config)
     profiles = pd.read_parquet(
-        tmp_path / "results/profiles/NF1_Plate2/NF1_Plate2_annotated.parquet"
+        tmp_path
+        / "results/profiles"
+        / main_version(config)
+        / "NF1_Plate2/NF1_Plate2_annotated.parquet"
     )
     assert sorted(profiles["Metadata_Well"]) == ["B07", "D06", "D07", "F07", "H12"]
     assert set(profiles["Metadata_genotype"]) == {"WT", "Null"}

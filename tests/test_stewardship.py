@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, example_config
+from conftest import REPO, example_config, main_version
 from s3server import Relay, moto_s3
 
 from cellstrata.cli import main
@@ -122,15 +122,20 @@ def lab(tmp_path_factory, s3):
     return lab
 
 
-def test_dvc_yaml_follows_config(lab):
+@pytest.fixture(scope="module")
+def seg(lab):
+    return main_version(yaml.safe_load((lab / "config/config.yaml").read_text()))
+
+
+def test_dvc_yaml_follows_config(lab, seg):
     config = load_config(lab / "config/config.yaml")
     check_dvc_yaml(config, "config/config.yaml", lab)
     stages = yaml.safe_load((lab / "dvc.yaml").read_text())["stages"]
     outs = {next(iter(s["outs"][0])): next(iter(s["outs"][0].values())) for s in stages.values()}
     # One entry per plate and level (never per site); deleted levels are not tracked.
-    assert outs["results/masks/SYN01"]["remote"] == "archive"
-    assert outs["results/features/SYN01"]["remote"] == "archive"
-    assert outs["results/profiles/SYN01"]["remote"] == "default"
+    assert outs[f"results/masks/{seg}/SYN01"]["remote"] == "archive"
+    assert outs[f"results/features/{seg}/SYN01"]["remote"] == "archive"
+    assert outs[f"results/profiles/{seg}/SYN01"]["remote"] == "default"
     assert outs["resources/example/images/SYN01"]["remote"] == "default"
     assert "results/corrected/SYN01" not in outs
     # Drift is caught: the same dvc.yaml no longer fits a changed retention.
@@ -141,15 +146,15 @@ def test_dvc_yaml_follows_config(lab):
     assert "endpointurl" in dvc_config and "secret" not in dvc_config.lower()
 
 
-def test_archive_lifecycle(lab, s3):
-    masks, features = lab / "results/masks/SYN01", lab / "results/features/SYN01"
+def test_archive_lifecycle(lab, s3, seg):
+    masks, features = lab / f"results/masks/{seg}/SYN01", lab / f"results/features/{seg}/SYN01"
     before = {"masks": _tree_md5(masks), "features": _tree_md5(features)}
     assert before["masks"] and before["features"]
 
     # keep: pushed to the default (local directory) remote, verified, left in place.
     assert _cellstrata(lab, "push") == 0
     assert any((lab.parent / "lab-server/files/md5").rglob("*"))
-    assert (lab / "results/profiles/SYN01").is_dir()
+    assert (lab / f"results/profiles/{seg}/SYN01").is_dir()
 
     # A dry run removes nothing.
     assert _cellstrata(lab, "archive", "--dry-run") == 0
@@ -201,12 +206,14 @@ def test_archive_lifecycle(lab, s3):
     )
     assert _cellstrata(lab, "archive") == 0
     assert not masks.exists() and not features.exists()
-    table = status(load_config(lab / "config/config.yaml"), lab).set_index(["plate", "level"])
-    assert table.loc[("SYN01", "masks"), "state"] == "archived"
-    assert table.loc[("SYN01", "features"), "state"] == "archived"
-    assert table.loc[("SYN01", "profiles"), "state"] == "present"
-    assert table.loc[("SYN01", "corrected"), "state"] == "deleted"
-    assert "reproducible from rule correct" in table.loc[("SYN01", "corrected"), "note"]
+    table = status(load_config(lab / "config/config.yaml"), lab)
+    state = table.set_index(["plate", "level"])["state"].to_dict()
+    assert state[("SYN01", "masks")] == "archived"
+    assert state[("SYN01", "features")] == "archived"
+    assert state[("SYN01", "profiles")] == "present"
+    assert state[("SYN01", "corrected")] == "deleted"
+    note = table.set_index("level").loc["corrected", "note"]
+    assert "reproducible from rule correct" in note
 
     # Missing archived intermediates do not make Snakemake recompute anything.
     dry = _run([sys.executable, "-m", "snakemake", "-n"], lab)
@@ -214,19 +221,27 @@ def test_archive_lifecycle(lab, s3):
 
     # dvc pull brings the archive back, bit for bit.
     _run(
-        [sys.executable, "-m", "dvc", "pull", "results/masks/SYN01", "results/features/SYN01"], lab
+        [
+            sys.executable,
+            "-m",
+            "dvc",
+            "pull",
+            str(masks.relative_to(lab)),
+            str(features.relative_to(lab)),
+        ],
+        lab,
     )
     assert _tree_md5(masks) == before["masks"]
     assert _tree_md5(features) == before["features"]
 
 
-def test_collaborator_pulls_only_profiles(lab, tmp_path):
+def test_collaborator_pulls_only_profiles(lab, tmp_path, seg):
     _git(lab, "add", "dvc.yaml", "dvc.lock", ".dvc/config", ".dvcignore", ".dvc/.gitignore")
     _git(lab, "commit", "-qm", "track levels with DVC")
     collab = tmp_path / "collab"
     _git(tmp_path, "clone", "-q", str(lab), str(collab))
-    assert _cellstrata(collab, "pull", "results/profiles/SYN01") == 0
-    assert (collab / "results/profiles/SYN01/SYN01_normalized.parquet").exists()
+    assert _cellstrata(collab, "pull", f"results/profiles/{seg}/SYN01") == 0
+    assert (collab / f"results/profiles/{seg}/SYN01/SYN01_normalized.parquet").exists()
     # Only what was asked for (plus provenance and platemap): no raw images, no features.
     assert not (collab / "results/features").exists()
     assert not (collab / "resources/example/images").exists()
@@ -234,13 +249,13 @@ def test_collaborator_pulls_only_profiles(lab, tmp_path):
     assert "Nothing to be done" in dry, dry
 
 
-def test_status_and_plan_match_disk(lab):
+def test_status_and_plan_match_disk(lab, seg):
     assert _cellstrata(lab, "status", "--json") == 0
     config = load_config(lab / "config/config.yaml")
     from cellstrata.storage import storage_plan
 
     plan = storage_plan(config, lab).set_index(["plate", "level"])
-    profiles = lab / "results/profiles/SYN01"
+    profiles = lab / f"results/profiles/{seg}/SYN01"
     on_disk = sum(
         p.stat().st_size for p in profiles.rglob("*") if p.is_file() and not p.name.startswith(".")
     )
@@ -248,10 +263,11 @@ def test_status_and_plan_match_disk(lab):
     assert plan.loc[("SYN01", "profiles"), "size_source"] == "disk"
 
 
-def test_provenance_command(lab, capsys):
-    assert _cellstrata(lab, "provenance", "results/profiles/SYN01/SYN01_normalized.parquet") == 0
+def test_provenance_command(lab, capsys, seg):
+    target = f"results/profiles/{seg}/SYN01/SYN01_normalized.parquet"
+    assert _cellstrata(lab, "provenance", target) == 0
     text = capsys.readouterr().out
-    assert text.startswith("profiles [plate=SYN01]")
+    assert text.startswith(f"profiles [plate=SYN01, seg={seg}]")
     for rule in ("features", "segment", "correct", "illumination", "ingest"):
         assert f"{rule} [" in text
     assert "raw inputs: resources/example/images/SYN01/SYN01_A01_s1_w1.tif" in text
@@ -259,7 +275,7 @@ def test_provenance_command(lab, capsys):
 
 def test_retention_change_needs_explicit_command(tmp_path):
     config = load_config(REPO / "config/config.yaml")
-    kept = tmp_path / "results/masks/SYN01/A01-A04/A01_s1_nuclei.tiff"
+    kept = tmp_path / "results/masks/classical-0123abcd/SYN01/A01-A04/A01_s1_nuclei.tiff"
     kept.parent.mkdir(parents=True)
     kept.write_bytes(b"labels")
     write_record(

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-from conftest import REPO, example_config, run_snakemake
+import yaml
+from conftest import REPO, example_config, main_version, run_snakemake
 
 from cellstrata.illumination import correct_image, to_float
 
@@ -25,11 +26,17 @@ def example_run(small_example, tmp_path_factory):
     return workdir
 
 
-def _profiles(workdir, step):
-    return pd.read_parquet(workdir / f"results/profiles/SYN01/SYN01_{step}.parquet")
+@pytest.fixture(scope="module")
+def version(small_example):
+    return main_version(example_config(small_example))
 
 
-def test_all_levels_written(example_run):
+def _profiles(workdir, step, version=None):
+    version = version or main_version(yaml.safe_load((workdir / "test_config.yaml").read_text()))
+    return pd.read_parquet(workdir / f"results/profiles/{version}/SYN01/SYN01_{step}.parquet")
+
+
+def test_all_levels_written(example_run, version):
     results = example_run / "results"
     assert (results / "manifest/SYN01.parquet").exists()
     assert sorted(p.name for p in (results / "illumination/SYN01").iterdir()) == [
@@ -38,20 +45,20 @@ def test_all_levels_written(example_run):
         "GFP.tiff",
     ]
     # Two batches of six whole wells; three label images per site.
-    masks = sorted((results / "masks/SYN01").glob("*/*.tiff"))
+    masks = sorted((results / "masks" / version / "SYN01").glob("*/*.tiff"))
     assert len(masks) == 12 * 2 * 3
     assert {p.parent.name for p in masks} == {"A01-A06", "B01-B06"}
     labels = tifffile.imread(masks[0])
     assert labels.dtype in (np.uint16, np.uint32)
-    assert len(list((results / "features/SYN01").glob("*.parquet"))) == 2
+    assert len(list((results / "features" / version / "SYN01").glob("*.parquet"))) == 2
     for step in ("aggregated", "annotated", "normalized", "feature_selected"):
         assert len(_profiles(example_run, step)) == 12
     # retention: corrected images are temp() and gone once segment + features finished.
     assert not any((results / "corrected").rglob("*.tiff"))
 
 
-def test_single_cell_table_layout(example_run):
-    cells = pd.read_parquet(example_run / "results/features/SYN01/A01-A06.parquet")
+def test_single_cell_table_layout(example_run, version):
+    cells = pd.read_parquet(example_run / f"results/features/{version}/SYN01/A01-A06.parquet")
     assert list(cells.columns[:4]) == [
         "Metadata_Plate",
         "Metadata_Well",
@@ -110,11 +117,11 @@ def test_dose_response_in_profiles(example_run):
     assert readout.mean()["positive"] > readout.mean()["negative"] + 3
 
 
-def test_summary(example_run):
+def test_summary(example_run, version):
     text = (example_run / "results/summary.txt").read_text()
     assert "SYN01" in text and "cells" in text
     assert "deleted after use (retention: delete)" in text
-    assert "results/profiles/SYN01/SYN01_feature_selected.parquet" in text
+    assert f"results/profiles/{version}/SYN01/SYN01_feature_selected.parquet" in text
 
 
 def test_second_run_has_nothing_to_do(example_run, small_example):
@@ -157,9 +164,10 @@ def test_bad_image_fails_named_and_keeps_other_plate(tmp_path):
     assert "plate PB well A02 site 1 channel GFP" in log and "truncated" in log
     assert "PB_A02_s1_w2.tif" in log
     # The healthy plate went all the way; nothing exists for the broken one past ingest.
-    assert (workdir / "results/profiles/PA/PA_feature_selected.parquet").exists()
+    version = main_version(config)
+    assert (workdir / f"results/profiles/{version}/PA/PA_feature_selected.parquet").exists()
     assert not (workdir / "results/manifest/PB.parquet").exists()
-    assert not (workdir / "results/profiles/PB").exists()
+    assert not (workdir / f"results/profiles/{version}/PB").exists()
     assert len(victim.read_bytes()) == 1000  # raw data untouched
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -35,15 +37,18 @@ RULE_LEVELS = {
 
 #: Where a level keeps one plate's outputs: one directory (or file) per plate, which is also
 #: the unit DVC tracks (few entries per plate, never one per site).
+#: Levels downstream of segmentation carry its version: ``{version}`` is
+#: ``<method>-<paramhash>`` (see :func:`segmentation_versions`).
 LEVEL_PATHS = {
     "manifest": "results/manifest/{plate}.parquet",
     "illumination": "results/illumination/{plate}",
     "corrected": "results/corrected/{plate}",
-    "masks": "results/masks/{plate}",
-    "crops": "results/crops/{plate}",
-    "features": "results/features/{plate}",
-    "profiles": "results/profiles/{plate}",
+    "masks": "results/masks/{version}/{plate}",
+    "crops": "results/crops/{version}/{plate}",
+    "features": "results/features/{version}/{plate}",
+    "profiles": "results/profiles/{version}/{plate}",
 }
+VERSIONED_LEVELS = ("masks", "crops", "features", "profiles")
 #: Provenance records of a plate (tombstones included): always kept.
 PROVENANCE_PATH = "results/provenance/{plate}"
 
@@ -99,19 +104,20 @@ def check_config(config: dict[str, Any]) -> None:
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
         raise ConfigError(f"channels: channel names used twice: {duplicated}")
-    seg = config["segmentation"]
-    for key in ("nuclei_channel", "cell_channel"):
-        if seg[key] is not None and seg[key] not in names:
-            raise ConfigError(
-                f"segmentation.{key} is {seg[key]!r}, which is not a channel name {names}"
-            )
     # Imported here: the segmentation module pulls in scikit-image.
     from cellstrata.segment import check_site_params
 
-    try:
-        check_site_params(seg["nuclei"], seg["cells"])
-    except ValueError as err:
-        raise ConfigError(f"segmentation: {err}") from err
+    for version, params in segmentation_versions(config).items():
+        for key in ("nuclei_channel", "cell_channel"):
+            if params[key] is not None and params[key] not in names:
+                raise ConfigError(
+                    f"segmentation version {version}: {key} {params[key]!r} is not a channel "
+                    f"name {names}"
+                )
+        try:
+            check_site_params(params["nuclei"], params["cells"])
+        except ValueError as err:
+            raise ConfigError(f"segmentation version {version}: {err}") from err
     plates = [plate["name"] for plate in config["plates"]]
     duplicated = sorted({name for name in plates if plates.count(name) > 1})
     if duplicated:
@@ -132,6 +138,33 @@ def check_config(config: dict[str, Any]) -> None:
     pm = config["platemap"]
     if pm["well_column"] is None and (pm["row_column"] is None or pm["column_column"] is None):
         raise ConfigError("platemap: set well_column, or both row_column and column_column")
+
+
+def segmentation_versions(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Segmentation versions to build, ``{"<method>-<paramhash>": parameters}``, main first.
+
+    The hash covers every parameter of the version, so changing any of them makes a new
+    version (new output paths) and leaves the old outputs where they are.
+    """
+    base = {k: v for k, v in config["segmentation"].items() if k != "extra_versions"}
+    versions = {}
+    for extra in [{}, *config["segmentation"]["extra_versions"]]:
+        params = {**base, **extra}
+        digest = hashlib.md5(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+        versions[f"{params['method']}-{digest}"] = params
+    return versions
+
+
+def level_path(level: str, plate: str, version: str | None = None) -> str:
+    """Path of one plate's outputs of a level (a directory, or the manifest file)."""
+    if level in VERSIONED_LEVELS and version is None:
+        raise ConfigError(f"level {level} needs a segmentation version")
+    return LEVEL_PATHS[level].format(plate=plate, version=version)
+
+
+def level_versions(config: dict[str, Any], level: str) -> list[str | None]:
+    """The versions a level exists in: segmentation versions, or ``[None]`` if unversioned."""
+    return list(segmentation_versions(config)) if level in VERSIONED_LEVELS else [None]
 
 
 def channel_names(config: dict[str, Any]) -> list[str]:

@@ -282,4 +282,4 @@ def format_lineage(chain: list[dict[str, Any]]) -> str:
 def recorded_batches(results: str | os.PathLike, plate: str) -> list[str]:
     """Batches of a plate that have a features record (the DAG's fallback without images)."""
     root = Path(results, PROVENANCE_DIR, plate, "features")
-    return sorted(p.stem for p in root.glob("*.json"))
+    return sorted({p.stem for p in root.glob("*/*.json")})

@@ -672,10 +672,14 @@ def segment_batch(
     *,
     nuclei_channel: str,
     cell_channel: str | None = None,
-    nuclei_params: Mapping[str, Any] | None = None,
-    cell_params: Mapping[str, Any] | None = None,
+    nuclei: Mapping[str, Any] | None = None,
+    cells: Mapping[str, Any] | None = None,
+    method: str = "classical",
 ) -> list[Path]:
     """Segment every corrected site of one job into label TIFFs.
+
+    The keyword arguments are one segmentation version of the config
+    (:func:`cellstrata.config.segmentation_versions`).
 
     Parameters
     ----------
@@ -685,8 +689,10 @@ def segment_batch(
         Receives ``{well}_s{site}_{nuclei,cells,cytoplasm}.tiff`` (uint16/uint32, zlib).
     nuclei_channel, cell_channel : str
         Channel names of the nuclear stain and of the stain cells grow on (None: expansion).
-    nuclei_params, cell_params : Mapping, optional
+    nuclei, cells : Mapping, optional
         Keyword arguments of :func:`segment_nuclei` and :func:`segment_cells`.
+    method : {"classical"}
+        Segmentation method.
 
     Returns
     -------
@@ -695,7 +701,9 @@ def segment_batch(
     """
     from cellstrata.illumination import iter_corrected_sites
 
-    check_site_params(nuclei_params, cell_params)
+    if method != "classical":
+        raise ValueError(f"unknown segmentation method {method!r}")
+    check_site_params(nuclei, cells)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -709,8 +717,8 @@ def segment_batch(
         masks = segment_site(
             images[nuclei_channel],
             images[cell_channel] if cell_channel else None,
-            nuclei_params=nuclei_params,
-            cell_params=cell_params,
+            nuclei_params=nuclei,
+            cell_params=cells,
         )
         for compartment, labels in masks.items():
             target = out_dir / site_file(well, site, f"_{compartment}")

@@ -24,7 +24,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from cellstrata.config import LEVEL_PATHS, LEVELS, PROVENANCE_PATH, retention_of
+from cellstrata.config import (
+    LEVEL_PATHS,
+    LEVELS,
+    PROVENANCE_PATH,
+    level_path,
+    level_versions,
+    retention_of,
+)
 from cellstrata.provenance import read_records
 
 log = logging.getLogger(__name__)
@@ -50,6 +57,7 @@ class TrackedOutput:
     level: str
     plate: str | None
     retention: str
+    version: str | None = None
 
     @property
     def remote(self) -> str:
@@ -93,11 +101,14 @@ def tracked_outputs(
         platemap = _inside(plate["platemap"], workspace)
         if platemap is not None:
             platemaps.setdefault(platemap)
-        for level, template in LEVEL_PATHS.items():
+        for level in LEVEL_PATHS:
             action = retention_of(retention, level, name)
-            if action != "delete":
-                path = template.format(plate=name)
-                outputs.append(TrackedOutput(_stage_name(level, name), path, level, name, action))
+            if action == "delete":
+                continue
+            for version in level_versions(config, level):
+                stage = _stage_name(level, *([version] if version else []), name)
+                path = level_path(level, name, version)
+                outputs.append(TrackedOutput(stage, path, level, name, action, version))
         outputs.append(
             TrackedOutput(
                 _stage_name("provenance", name),
@@ -418,7 +429,7 @@ def check_retention(config: Mapping[str, Any], workspace: str | os.PathLike = ".
     for level, template in LEVEL_PATHS.items():
         if retention_of(retention, level) != "delete":
             continue
-        root = workspace / Path(template).parent
+        root = workspace.joinpath(*Path(template).parts[:2])  # e.g. results/masks
         files = [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
         if not files:
             continue
@@ -461,8 +472,9 @@ def apply_retention(
         if retention_of(config["retention"], level) != "delete":
             continue
         for plate in config["plates"]:
-            root = workspace / template.format(plate=plate["name"])
-            files = [root] if root.is_file() else list(root.rglob("*")) if root.is_dir() else []
+            files = []
+            for root in workspace.glob(template.format(plate=plate["name"], version="*")):
+                files += [root] if root.is_file() else list(root.rglob("*"))
             for file in files:
                 relative = file.relative_to(workspace).as_posix()
                 if file.is_file() and relative in recorded:
@@ -490,61 +502,60 @@ def _locked(workspace: Path) -> dict[str, str]:
 
 
 def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.DataFrame:
-    """Per plate × level: where its data is, and its state.
+    """Per plate × level (× segmentation version): where its data is, and its state.
 
     States: ``present`` (in the workspace), ``archived`` (on the archive remote, not local),
     ``on remote`` (kept level not local but on its remote), ``deleted`` (retention delete,
     tombstones say what existed), ``missing`` (nowhere known).
     """
+    from cellstrata.storage import disk_usage
+
     workspace = Path(workspace)
     records = read_records(workspace / "results")
     locked = _locked(workspace)
-    tracked = {(o.level, o.plate): o for o in tracked_outputs(config, workspace)}
+    tracked = {(o.level, o.plate, o.version): o for o in tracked_outputs(config, workspace)}
     rows = []
     for plate in (p["name"] for p in config["plates"]):
         for level in LEVELS:
             if level == "raw":
                 continue
             action = retention_of(config["retention"], level, plate)
-            path = Path(LEVEL_PATHS[level].format(plate=plate))
-            full = workspace / path
-            files = (
-                [full]
-                if full.is_file()
-                else [p for p in full.rglob("*") if p.is_file() and not p.name.startswith(".")]
-                if full.is_dir()
-                else []
-            )
-            made = [
-                r for r in records if r["level"] == level and r["wildcards"].get("plate") == plate
-            ]
-            out = tracked.get((level, plate))
-            oid = locked.get(out.stage) if out else None
-            on_remote = remote_has(workspace, out.remote, oid) if oid else False
-            if files:
-                state = "present"
-            elif oid and on_remote:
-                state = "archived" if action == "archive" else "on remote"
-            elif made and action == "delete":
-                state = "deleted"
-            else:
-                state = "missing"
-            rule = made[0]["rule"] if made else None
-            rows.append(
-                {
-                    "plate": plate,
-                    "level": level,
-                    "retention": action,
-                    "state": state,
-                    "files": len(files),
-                    "bytes": sum(f.stat().st_size for f in files),
-                    "remote": out.remote if out else None,
-                    "on_remote": on_remote if oid else None,
-                    "note": (
-                        f"reproducible from rule {rule} ({len(made)} job record(s))"
-                        if state == "deleted"
-                        else ""
-                    ),
-                }
-            )
+            for version in level_versions(config, level):
+                files, size = disk_usage(workspace / level_path(level, plate, version))
+                made = [
+                    r
+                    for r in records
+                    if r["level"] == level
+                    and r["wildcards"].get("plate") == plate
+                    and r["wildcards"].get("seg") == version
+                ]
+                out = tracked.get((level, plate, version))
+                oid = locked.get(out.stage) if out else None
+                on_remote = remote_has(workspace, out.remote, oid) if oid else None
+                if files:
+                    state = "present"
+                elif on_remote:
+                    state = "archived" if action == "archive" else "on remote"
+                elif made and action == "delete":
+                    state = "deleted"
+                else:
+                    state = "missing"
+                rows.append(
+                    {
+                        "plate": plate,
+                        "level": level,
+                        "version": version,
+                        "retention": action,
+                        "state": state,
+                        "files": files,
+                        "bytes": size,
+                        "remote": out.remote if out else None,
+                        "on_remote": on_remote,
+                        "note": (
+                            f"reproducible from rule {made[0]['rule']} ({len(made)} job record(s))"
+                            if state == "deleted"
+                            else ""
+                        ),
+                    }
+                )
     return pd.DataFrame(rows)

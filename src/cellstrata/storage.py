@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from cellstrata.config import LEVEL_PATHS, LEVELS, retention_of
+from cellstrata.config import LEVEL_PATHS, LEVELS, level_path, level_versions, retention_of
 from cellstrata.provenance import read_records
 
 GB = 1e9
@@ -51,6 +51,43 @@ def _locked_sizes(workspace: Path) -> dict[str, tuple[int, int]]:
     return sizes
 
 
+def _level_size(
+    workspace: Path,
+    level: str,
+    plate: str,
+    version: str | None,
+    locked: Mapping[str, tuple[int, int]],
+    recorded: Mapping[tuple, list[int]],
+) -> tuple[int, int, str]:
+    """Size of a plate's level: on disk, else in dvc.lock (archived), else in the records."""
+    path = level_path(level, plate, version)
+    files, size = disk_usage(workspace / path)
+    if files:
+        return files, size, "disk"
+    if path in locked:
+        return *locked[path], "dvc.lock"
+    sizes = recorded.get((level, plate, version))
+    if sizes:
+        return len(sizes), sum(sizes), "records"
+    return 0, 0, "disk"
+
+
+def _cost(storage: Mapping[str, Any], action: str, size: int) -> tuple[float, float, str]:
+    """One-time cost, monthly cost and location of ``size`` bytes under a retention."""
+    remotes, prices = storage["remotes"], storage["prices"]
+    if action == "delete":
+        return 0.0, 0.0, "deleted after use"
+    if action == "archive":
+        where = f"remote archive ({remotes['archive']['url']})"
+        kinds = [remotes["archive"]["kind"]]
+    else:
+        where = f"workspace + remote default ({remotes['default']['url']})"
+        kinds = [storage["workspace_kind"], remotes["default"]["kind"]]
+    once = sum(prices[k]["per_tb_once"] for k in kinds) * size / TB
+    monthly = sum(prices[k]["per_gb_month"] for k in kinds) * size / GB
+    return once, monthly, where
+
+
 def storage_plan(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.DataFrame:
     """One row per plate × level: files, bytes (and where the figure comes from), retention,
     where the data lives, and its one-time and monthly cost.
@@ -61,12 +98,11 @@ def storage_plan(config: Mapping[str, Any], workspace: str | os.PathLike = ".") 
     """
     workspace = Path(workspace)
     storage = config["storage"]
-    prices = storage["prices"]
-    remotes = storage["remotes"]
     locked = _locked_sizes(workspace)
     recorded: dict[tuple[str, str], list[int]] = {}
     for record in read_records(workspace / "results"):
-        key = (record["level"], record["wildcards"].get("plate"))
+        wildcards = record["wildcards"]
+        key = (record["level"], wildcards.get("plate"), wildcards.get("seg"))
         recorded.setdefault(key, []).extend(o["size"] for o in record["outputs"])
     rows = []
     for plate in config["plates"]:
@@ -74,43 +110,32 @@ def storage_plan(config: Mapping[str, Any], workspace: str | os.PathLike = ".") 
         raw_files, raw_bytes, raw_source = _raw_size(plate, workspace)
         for level in LEVELS:
             action = retention_of(config["retention"], level, name)
-            if level == "raw":
-                files, size, source = raw_files, raw_bytes, raw_source
-            else:
-                path = LEVEL_PATHS[level].format(plate=name)
-                files, size = disk_usage(workspace / path)
-                source = "disk"
-                if not files and path in locked:
-                    (files, size), source = locked[path], "dvc.lock"
-                elif not files and (level, name) in recorded:
-                    sizes = recorded[(level, name)]
-                    files, size, source = len(sizes), sum(sizes), "records"
-                elif not files:
-                    size = int(raw_bytes * storage["size_ratios"].get(level, 0.0))
-                    source = "estimate" if level != "crops" else "estimate (level not built)"
-            if action == "delete":
-                where, kinds = "deleted after use", []
-            elif action == "archive":
-                where = f"remote archive ({remotes['archive']['url']})"
-                kinds = [remotes["archive"]["kind"]]
-            else:
-                where = f"workspace + remote default ({remotes['default']['url']})"
-                kinds = [storage["workspace_kind"], remotes["default"]["kind"]]
-            once = sum(prices[k]["per_tb_once"] for k in kinds) * size / TB
-            monthly = sum(prices[k]["per_gb_month"] for k in kinds) * size / GB
-            rows.append(
-                {
-                    "plate": name,
-                    "level": level,
-                    "retention": action,
-                    "files": files,
-                    "bytes": size,
-                    "size_source": source,
-                    "where": where,
-                    "one_time_usd": round(once, 6),
-                    "monthly_usd": round(monthly, 6),
-                }
-            )
+            versions = [None] if level == "raw" else level_versions(config, level)
+            for version in versions:
+                if level == "raw":
+                    files, size, source = raw_files, raw_bytes, raw_source
+                else:
+                    files, size, source = _level_size(
+                        workspace, level, name, version, locked, recorded
+                    )
+                    if not files and source == "disk":
+                        size = int(raw_bytes * storage["size_ratios"].get(level, 0.0))
+                        source = "estimate (level not built)" if level == "crops" else "estimate"
+                once, monthly, where = _cost(storage, action, size)
+                rows.append(
+                    {
+                        "plate": name,
+                        "level": level,
+                        "version": version,
+                        "retention": action,
+                        "files": files,
+                        "bytes": size,
+                        "size_source": source,
+                        "where": where,
+                        "one_time_usd": round(once, 6),
+                        "monthly_usd": round(monthly, 6),
+                    }
+                )
     return pd.DataFrame(rows)
 
 

@@ -19,17 +19,18 @@ def summarize(
     *,
     experiment: str,
     retention: Mapping[str, Any],
+    version: str,
     results: str | os.PathLike = "results",
 ) -> str:
-    """Render the run summary as plain text."""
+    """Render the run summary as plain text (cell counts from segmentation ``version``)."""
     manifest = pd.concat([pd.read_parquet(p) for p in manifests], ignore_index=True)
     sites = manifest[["Metadata_Plate", "Metadata_Well", "Metadata_Site"]].drop_duplicates()
     raw_bytes = int(manifest["bytes"].sum())
-    lines = [f"cellstrata run summary: experiment {experiment}", ""]
+    lines = [f"cellstrata run summary: experiment {experiment}, segmentation {version}", ""]
     lines.append(f"{'plate':<16}{'wells':>7}{'sites':>7}{'cells':>9}")
     cells_total = 0
     for plate, plate_sites in sites.groupby("Metadata_Plate"):
-        aggregated = Path(results, "profiles", plate, f"{plate}_aggregated.parquet")
+        aggregated = Path(results, "profiles", version, plate, f"{plate}_aggregated.parquet")
         cells = int(pd.read_parquet(aggregated, columns=["Metadata_Object_Count"]).sum().iloc[0])
         cells_total += cells
         lines.append(
@@ -43,10 +44,14 @@ def summarize(
         if level == "raw":
             files, size = len(manifest), raw_bytes
         else:
-            usage = [disk_usage(workspace / LEVEL_PATHS[level].format(plate=p)) for p in plates]
+            usage = [
+                disk_usage(path)
+                for p in plates
+                for path in workspace.glob(LEVEL_PATHS[level].format(plate=p, version="*"))
+            ]
             files, size = sum(u[0] for u in usage), sum(u[1] for u in usage)
         policy = retention_of(retention, level)
-        where = "image roots" if level == "raw" else f"{Path(LEVEL_PATHS[level]).parent}/"
+        where = "image roots" if level == "raw" else f"{Path(*Path(LEVEL_PATHS[level]).parts[:2])}/"
         if level == "crops":
             state = "not built yet (reserved level)"
         elif files == 0 and policy == "delete":
@@ -58,7 +63,7 @@ def summarize(
         )
     lines += ["", "profiles written:"]
     for plate in sorted(sites["Metadata_Plate"].unique()):
-        for path in sorted(Path(results, "profiles", plate).glob("*.parquet")):
+        for path in sorted(Path(results, "profiles").glob(f"*/{plate}/*.parquet")):
             meta = pq.ParquetFile(path).metadata
             lines.append(f"  {path}  ({meta.num_rows} wells x {meta.num_columns} columns)")
     return "\n".join(lines) + "\n"
@@ -70,10 +75,15 @@ def write_summary(
     *,
     experiment: str,
     retention: Mapping[str, Any],
+    version: str,
 ) -> str:
     """Write :func:`summarize` output next to the results it describes."""
     text = summarize(
-        manifests, experiment=experiment, retention=retention, results=Path(output).parent
+        manifests,
+        experiment=experiment,
+        retention=retention,
+        version=version,
+        results=Path(output).parent,
     )
     Path(output).write_text(text)
     return text
