@@ -185,11 +185,16 @@ def test_archive_lifecycle(lab, s3, seg):
         )
         assert relay.cut.is_set(), "the relay never cut the transfer"
     assert failed.returncode != 0
-    assert "nothing removed" in failed.stderr
+    assert "nothing removed" in failed.stderr and "missing on the remote" in failed.stderr
     assert _tree_md5(masks) == before["masks"]
     assert _tree_md5(features) == before["features"]
 
-    # Retry with the server back: pushed, verified object by object, removed locally.
+    # Retry with the server back: pushed, verified object by object, removed locally (from
+    # the DVC cache too, as configured here).
+    config_path = lab / "config/config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["storage"]["drop_cache_after_archive"] = True
+    config_path.write_text(yaml.safe_dump(config))
     _run(
         [
             sys.executable,
@@ -206,6 +211,9 @@ def test_archive_lifecycle(lab, s3, seg):
     )
     assert _cellstrata(lab, "archive") == 0
     assert not masks.exists() and not features.exists()
+    lock = yaml.safe_load((lab / "dvc.lock").read_text())["stages"]
+    masks_dir_oid = next(s for n, s in lock.items() if n.startswith("masks_"))["outs"][0]["md5"]
+    assert not (lab / ".dvc/cache/files/md5" / masks_dir_oid[:2] / masks_dir_oid[2:]).exists()
     table = status(load_config(lab / "config/config.yaml"), lab)
     state = table.set_index(["plate", "level"])["state"].to_dict()
     assert state[("SYN01", "masks")] == "archived"
@@ -332,3 +340,32 @@ def test_no_secrets_in_committed_files():
 def test_committed_dvc_yaml_matches_the_example_config():
     # Regenerate with `cellstrata dvc setup` whenever config/config.yaml's retention changes.
     check_dvc_yaml(load_config(REPO / "config/config.yaml"), "config/config.yaml", REPO)
+
+
+def test_storage_plan_before_any_run(small_example, tmp_path, capsys):
+    config = example_config(small_example)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    from cellstrata.storage import storage_plan
+
+    plan = storage_plan(load_config(config_path), tmp_path).set_index("level")
+    raw = sum(p.stat().st_size for p in (small_example / "images/SYN01").iterdir())
+    assert plan.loc["raw", "bytes"] == raw and plan.loc["raw", "size_source"] == "disk"
+    assert plan.loc["masks", "size_source"] == "estimate"
+    assert plan.loc["masks", "bytes"] == int(raw * 0.05)
+    assert (
+        _cellstrata(tmp_path, "storage", "plan", "--config", str(config_path), "--plates", "384")
+        == 0
+    )
+    assert "projected one-time" in capsys.readouterr().out
+
+
+def test_zenodo_limit_is_flagged(tmp_path):
+    config = load_config(REPO / "config/config.yaml")
+    config["storage"]["remotes"]["default"]["kind"] = "zenodo"
+    from cellstrata.storage import _cost
+
+    _, monthly, where = _cost(config["storage"], "keep", 60 * 10**9)
+    assert "exceeds the zenodo limit of 50 GB" in where
+    _, _, where = _cost(config["storage"], "keep", 10 * 10**9)
+    assert "exceeds" not in where

@@ -227,3 +227,14 @@ def test_new_segmentation_lands_beside_the_old(small_example, tmp_path):
         (tmp_path / f"results/provenance/SYN01/segment/{new[0].name}/A01-A06.json").read_text()
     )
     assert records["params"]["segmentation"]["nuclei"] == {"diameter": 24}
+
+
+def test_keep_to_delete_is_refused_without_the_explicit_command(example_run):
+    config = yaml.safe_load((example_run / "test_config.yaml").read_text())
+    config["retention"]["levels"]["masks"] = "delete"
+    with pytest.raises(Exception, match="cellstrata apply-retention"):
+        run_snakemake(example_run, config, dryrun=True)
+    assert any((example_run / "results/masks").rglob("*.tiff"))
+    # Leave the module's run as it was for the other tests.
+    config["retention"]["levels"]["masks"] = "keep"
+    run_snakemake(example_run, config, dryrun=True)

@@ -322,7 +322,11 @@ def archive(
     try:
         _dvc(workspace, "push", *stages)
     except StewardshipError as err:
-        raise StewardshipError(f"archive push failed, nothing removed locally:\n{err}") from err
+        # Say what the remote lacks (objects it cannot serve count as missing).
+        report = verify_remote(workspace, stages)
+        raise StewardshipError(
+            _report_text("archive push failed, nothing removed locally", report) + f"\n{err}"
+        ) from err
     report = verify_remote(workspace, stages)
     if report["missing"] or report["corrupt"]:
         raise StewardshipError(_report_text("archive not verified, nothing removed", report))

@@ -73,7 +73,11 @@ def _level_size(
 
 
 def _cost(storage: Mapping[str, Any], action: str, size: int) -> tuple[float, float, str]:
-    """One-time cost, monthly cost and location of ``size`` bytes under a retention."""
+    """One-time cost, monthly cost and location of ``size`` bytes under a retention.
+
+    A location whose price entry has a ``limit_gb`` (a free service such as Zenodo) is flagged
+    when the data exceed it.
+    """
     remotes, prices = storage["remotes"], storage["prices"]
     if action == "delete":
         return 0.0, 0.0, "deleted after use"
@@ -85,6 +89,10 @@ def _cost(storage: Mapping[str, Any], action: str, size: int) -> tuple[float, fl
         kinds = [storage["workspace_kind"], remotes["default"]["kind"]]
     once = sum(prices[k]["per_tb_once"] for k in kinds) * size / TB
     monthly = sum(prices[k]["per_gb_month"] for k in kinds) * size / GB
+    for kind in kinds:
+        limit = prices[kind].get("limit_gb")
+        if limit is not None and size > limit * GB:
+            where += f"; exceeds the {kind} limit of {limit:g} GB"
     return once, monthly, where
 
 
