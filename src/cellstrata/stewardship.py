@@ -228,11 +228,15 @@ def verify_remote(workspace: str | os.PathLike, stages: Sequence[str]) -> dict[s
     repo = _repo(Path(workspace))
     report: dict[str, list[str]] = {"verified": [], "missing": [], "corrupt": []}
     by_name = {stage.name: stage for stage in repo.index.stages}
+    unreachable: dict[str, str] = {}
     for name in stages:
         for out in by_name[name].outs:
             odb = repo.cloud.get_remote_odb(out.remote)
             for oid in _expected_objects(repo, out):
                 key = f"{name}:{oid}"
+                if out.remote in unreachable:  # do not wait out retries once per object
+                    report["missing"].append(f"{key} (remote unreachable)")
+                    continue
                 path = odb.oid_to_path(oid)
                 try:
                     digest = hashlib.md5()
@@ -243,7 +247,8 @@ def verify_remote(workspace: str | os.PathLike, stages: Sequence[str]) -> dict[s
                     report["missing"].append(key)
                     continue
                 except Exception as err:  # a dead server is as bad as a missing object
-                    report["missing"].append(f"{key} ({type(err).__name__}: {err})")
+                    unreachable[out.remote] = f"{type(err).__name__}: {err}"
+                    report["missing"].append(f"{key} ({unreachable[out.remote]})")
                     continue
                 ok = digest.hexdigest() == oid.removesuffix(".dir")
                 report["verified" if ok else "corrupt"].append(key)
