@@ -5,7 +5,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The example config, unless an experiment config is given with --configfile: then that one
+# alone (merging the two would leak the example's plates and channels into the experiment).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
@@ -13,6 +17,7 @@ include: "rules/ingest.smk"
 include: "rules/illumination.smk"
 include: "rules/segment.smk"
 include: "rules/features.smk"
+include: "rules/crops.smk"
 include: "rules/profiles.smk"
 include: "rules/summary.smk"
 include: "rules/provenance.smk"

@@ -145,18 +145,32 @@ def provenance_records():
             plate=plate,
             batch=batches_of(plate),
         )
+        steps = ["segment", "features"] + (["crops"] if config["crops"]["enabled"] else [])
         records += expand(
             "results/provenance/{plate}/{step}/{seg}/{batch}.json",
             plate=plate,
-            step=["segment", "features"],
+            step=steps,
             seg=SEGMENTATIONS,
             batch=batches_of(plate),
         )
     return records
 
 
+def crop_files():
+    if not config["crops"]["enabled"]:
+        return []
+    return [
+        f"results/crops/{seg}/{plate}/{batch}.{ext}"
+        for seg in SEGMENTATIONS
+        for plate in PLATES
+        for batch in batches_of(plate)
+        for ext in ("h5", "parquet")
+    ]
+
+
 def final_outputs():
-    return profile_files() + ["results/summary.txt", "results/provenance.parquet"]
+    # Crops have no consumer yet (embeddings come later), so when enabled they are targets.
+    return profile_files() + crop_files() + ["results/summary.txt", "results/provenance.parquet"]
 
 
 def image_pattern(wildcards):

@@ -116,9 +116,7 @@ def run_snakemake(
     with SnakemakeApi(OutputSettings(dryrun=dryrun)) as api:
         workflow = api.workflow(
             resource_settings=ResourceSettings(cores=cores),
-            # As profiles/default does for the command line: the test config replaces
-            # config/config.yaml rather than being merged into it.
-            config_settings=ConfigSettings(configfiles=[configfile], replace_workflow_config=True),
+            config_settings=ConfigSettings(configfiles=[configfile]),
             snakefile=snakefile,
             workdir=workdir,
         )

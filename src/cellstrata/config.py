@@ -31,6 +31,7 @@ RULE_LEVELS = {
     "illumination": "illumination",
     "correct": "corrected",
     "segment": "masks",
+    "crops": "crops",
     "features": "features",
     "profiles": "profiles",
 }

@@ -69,7 +69,10 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, metadata: dict | None
     ``TiffFile.shaped_metadata``).
     """
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, array, compression="zlib", metadata=metadata or {})
+        # minisblack: a 3-plane stack is channels, not RGB.
+        tifffile.imwrite(
+            tmp, array, compression="zlib", photometric="minisblack", metadata=metadata or {}
+        )
 
 
 def write_labels(path: str | os.PathLike, labels: np.ndarray) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from cellstrata.config import LEVEL_PATHS, LEVELS, retention_of
+from cellstrata.config import LEVEL_PATHS, LEVELS, RULE_LEVELS, retention_of
 from cellstrata.storage import disk_usage, human_size
 
 
@@ -52,12 +52,14 @@ def summarize(
             files, size = sum(u[0] for u in usage), sum(u[1] for u in usage)
         policy = retention_of(retention, level)
         where = "image roots" if level == "raw" else f"{Path(*Path(LEVEL_PATHS[level]).parts[:2])}/"
-        if level == "crops":
-            state = "not built yet (reserved level)"
-        elif files == 0 and policy == "delete":
-            state = "deleted after use (retention: delete)"
-        else:
+        rules = [rule for rule, made in RULE_LEVELS.items() if made == level]
+        recorded = any(Path(results, "provenance").glob(f"*/{rules[0]}/*")) if rules else False
+        if files or level == "raw":
             state = ""
+        elif recorded:
+            state = f"deleted after use (retention: {policy})"
+        else:
+            state = "not built"
         lines.append(
             f"{level:<14}{policy:<11}{files:>7}{human_size(size):>11}  {where} {state}".rstrip()
         )
