@@ -14,6 +14,7 @@ if not workflow.overwrite_configfiles:
 
 include: "rules/common.smk"
 include: "rules/ingest.smk"
+include: "rules/qc.smk"
 include: "rules/illumination.smk"
 include: "rules/segment.smk"
 include: "rules/features.smk"

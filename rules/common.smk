@@ -130,6 +130,7 @@ def provenance_records():
     records = []
     for plate in PLATES:
         records.append(f"results/provenance/{plate}/ingest.json")
+        records.append(f"results/provenance/{plate}/qc.json")
         records += expand(
             "results/provenance/{plate}/profiles/{seg}.json",
             plate=plate,

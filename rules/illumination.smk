@@ -27,6 +27,7 @@ rule correct:
     input:
         unpack(illumination_functions),
         manifest="results/manifest/{plate}.parquet",
+        qc="results/qc/{plate}.parquet",
         images=batch_images,
     output:
         retained("corrected", directory("results/corrected/{plate}/{batch}")),
@@ -37,6 +38,7 @@ rule correct:
         "logs/benchmark/correct/{plate}/{batch}.tsv"
     params:
         channels=CHANNELS,
+        exclude=config["qc"]["exclude"],
     threads: 1
     resources:
         mem_mb=2000,

@@ -9,4 +9,6 @@ with recorded_job(snakemake):
         snakemake.wildcards.batch,
         {channel: snakemake.input[channel] for channel in snakemake.params.channels},
         snakemake.output[0],
+        qc_path=snakemake.input.qc,
+        exclude=snakemake.params.exclude,
     )

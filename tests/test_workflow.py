@@ -238,3 +238,28 @@ def test_keep_to_delete_is_refused_without_the_explicit_command(example_run):
     # Leave the module's run as it was for the other tests.
     config["retention"]["levels"]["masks"] = "keep"
     run_snakemake(example_run, config, dryrun=True)
+
+
+def test_qc_flags_a_blurred_site_and_config_excludes_it(tmp_path):
+    from scipy import ndimage
+
+    from cellstrata.example import generate_example
+
+    data = tmp_path / "data"
+    generate_example(data, plates=("SYN01",), rows="AB", columns=3, sites=2, seed=4)
+    for channel in (1, 2, 3):
+        path = data / f"images/SYN01/SYN01_A02_s2_w{channel}.tif"
+        tifffile.imwrite(path, ndimage.gaussian_filter(tifffile.imread(path), 6))
+    config = example_config(data)
+    config["batching"] = {"wells_per_job": 3}
+    config["qc"] = {"exclude": ["Blur"]}
+    run_snakemake(tmp_path / "run", config)
+    results = tmp_path / "run/results"
+    qc = pd.read_parquet(results / "qc/SYN01.parquet")
+    flagged = qc.loc[qc["Flag_Blur"], ["Metadata_Well", "Metadata_Site"]].drop_duplicates()
+    assert flagged.values.tolist() == [["A02", 2]]
+    cells = pd.read_parquet(results / f"features/{main_version(config)}/SYN01/A01-A03.parquet")
+    sites = set(zip(cells["Metadata_Well"], cells["Metadata_Site"], strict=True))
+    assert ("A02", 2) not in sites and ("A02", 1) in sites
+    log = next((tmp_path / "run/logs/correct").rglob("A01-A03.log")).read_text()
+    assert "well A02 site 2 excluded by QC (Blur)" in log

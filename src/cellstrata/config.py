@@ -17,6 +17,7 @@ SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 LEVELS = (
     "raw",
     "manifest",
+    "qc",
     "illumination",
     "corrected",
     "masks",
@@ -28,6 +29,7 @@ LEVELS = (
 #: The level each rule's outputs belong to.
 RULE_LEVELS = {
     "ingest": "manifest",
+    "qc": "qc",
     "illumination": "illumination",
     "correct": "corrected",
     "segment": "masks",
@@ -42,6 +44,7 @@ RULE_LEVELS = {
 #: ``<method>-<paramhash>`` (see :func:`segmentation_versions`).
 LEVEL_PATHS = {
     "manifest": "results/manifest/{plate}.parquet",
+    "qc": "results/qc/{plate}.parquet",
     "illumination": "results/illumination/{plate}",
     "corrected": "results/corrected/{plate}",
     "masks": "results/masks/{version}/{plate}",

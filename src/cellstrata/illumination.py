@@ -186,12 +186,41 @@ def correct_plate_batch(
     batch: str,
     functions: Mapping[str, str | os.PathLike],
     out_dir: str | os.PathLike,
+    *,
+    qc_path: str | os.PathLike | None = None,
+    exclude: Sequence[str] = (),
 ) -> list[Path]:
-    """Correct the sites of one batch of a plate manifest (see :func:`correct_batch`)."""
+    """Correct the sites of one batch of a plate manifest (see :func:`correct_batch`).
+
+    Sites the QC table flags for one of the ``exclude`` reasons (see
+    :func:`cellstrata.qc.excluded_sites`) are left out, and every one is logged.
+    """
     manifest = pd.read_parquet(manifest_path)
     rows = manifest[manifest["batch"] == batch]
     if rows.empty:
         raise ValueError(f"{manifest_path}: no site in batch {batch}")
+    if exclude and qc_path is not None:
+        from cellstrata.qc import excluded_sites
+
+        dropped = excluded_sites(pd.read_parquet(qc_path), exclude=exclude)
+        keys = list(
+            zip(rows["Metadata_Plate"], rows["Metadata_Well"], rows["Metadata_Site"], strict=True)
+        )
+        skip = [key in dropped for key in keys]
+        for plate, well, site in sorted({k for k, s in zip(keys, skip, strict=True) if s}):
+            log.warning(
+                "plate %s well %s site %d excluded by QC (%s)",
+                plate,
+                well,
+                site,
+                ", ".join(exclude),
+            )
+        rows = rows[[not s for s in skip]]
+        if rows.empty:
+            raise ValueError(
+                f"batch {batch}: every site is excluded by QC ({', '.join(exclude)}); "
+                "see the QC table, or relax qc.exclude"
+            )
     return correct_batch(rows, functions, out_dir)
 
 
