@@ -52,6 +52,27 @@ def _tree_md5(root: Path) -> dict[str, str]:
     }
 
 
+def _local_endpoint(lab: Path, endpoint: str | None) -> None:
+    """Point the archive remote at ``endpoint`` in .dvc/config.local (None: back to config)."""
+    value = [endpoint] if endpoint else []
+    unset = [] if endpoint else ["--unset"]
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "dvc",
+            "remote",
+            "modify",
+            "--local",
+            *unset,
+            "archive",
+            "endpointurl",
+            *value,
+        ],
+        lab,
+    )
+
+
 def _cellstrata(cwd: Path, *args: str) -> int:
     old = Path.cwd()
     os.chdir(cwd)
@@ -163,20 +184,7 @@ def test_archive_lifecycle(lab, s3, seg):
     # The S3 server dies mid-push: loud failure, nothing removed locally.
     port = int(s3.rsplit(":", 1)[1])
     with Relay(port, cut_after=40_000) as relay:
-        _run(
-            [
-                sys.executable,
-                "-m",
-                "dvc",
-                "remote",
-                "modify",
-                "--local",
-                "archive",
-                "endpointurl",
-                relay.endpoint,
-            ],
-            lab,
-        )
+        _local_endpoint(lab, relay.endpoint)
         failed = subprocess.run(
             [sys.executable, "-m", "cellstrata.cli", "archive"],
             cwd=lab,
@@ -195,20 +203,7 @@ def test_archive_lifecycle(lab, s3, seg):
     config = yaml.safe_load(config_path.read_text())
     config["storage"]["drop_cache_after_archive"] = True
     config_path.write_text(yaml.safe_dump(config))
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "dvc",
-            "remote",
-            "modify",
-            "--local",
-            "--unset",
-            "archive",
-            "endpointurl",
-        ],
-        lab,
-    )
+    _local_endpoint(lab, None)
     assert _cellstrata(lab, "archive") == 0
     assert not masks.exists() and not features.exists()
     lock = yaml.safe_load((lab / "dvc.lock").read_text())["stages"]
