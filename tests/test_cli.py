@@ -33,3 +33,23 @@ def test_example_command(tmp_path, capsys):
     assert main(["example", str(tmp_path), "--plates", "X1"]) == 0
     assert (tmp_path / "platemap.csv").exists()
     assert len(list((tmp_path / "images/X1").glob("*.tif"))) == 4 * 6 * 2 * 3
+
+
+def test_segment_nuclei_command(tmp_path, capsys):
+    import numpy as np
+    import tifffile
+    from skimage.draw import disk
+
+    image = np.zeros((96, 96), np.uint16)
+    for center in ((25, 25), (25, 70), (70, 48)):
+        image[disk(center, 9)] = 3000
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in/site1.tif", image)
+    assert main(["segment-nuclei", str(tmp_path / "in"), str(tmp_path / "out")]) == 0
+    labels = tifffile.imread(tmp_path / "out/site1.tif")
+    assert labels.dtype == np.uint16 and labels.max() == 3
+    assert (
+        main(["segment-nuclei", str(tmp_path / "in"), str(tmp_path / "o2"), "--method", "cellpose"])
+        == 1
+    )
+    assert "cellpose" in capsys.readouterr().err

@@ -11,10 +11,16 @@ from scipy import ndimage as ndi
 from skimage.draw import disk
 from skimage.segmentation import expand_labels
 
+from cellstrata.io import ImageReadError
 from cellstrata.segment import (
+    MatchCounts,
+    _refine_shapes,
     cytoplasm,
+    default_min_area,
     estimate_diameter,
+    match_f1,
     segment_cells,
+    segment_directory,
     segment_nuclei,
     segment_site,
 )
@@ -244,6 +250,74 @@ def test_holes_are_filled():
     assert labels.max() == 1 and labels[40, 40] == 1
 
 
+def _bright_and_dim_scene():
+    """Bright nuclei (1.0) and dim ones (0.25), one dim nucleus touching a bright one."""
+    shape = (120, 160)
+    truth = np.zeros(shape, np.int32)
+    signal = np.zeros(shape)
+    nuclei = [((60, 50), 10, 1.0), ((60, 69), 10, 0.25), ((30, 120), 9, 0.25), ((90, 120), 9, 1.0)]
+    for k, (center, radius, brightness) in enumerate(nuclei, start=1):
+        rr, cc = disk(center, radius, shape=shape)
+        free = truth[rr, cc] == 0  # the bright nucleus lies on top
+        truth[rr[free], cc[free]] = k
+        signal[rr[free], cc[free]] = brightness
+    noise = np.random.default_rng(0).normal(0, 0.005, shape)
+    return 0.02 + ndi.gaussian_filter(signal, 1.5) + noise, truth
+
+
+def test_dim_nuclei_next_to_bright_ones():
+    # A 4x brightness range: the global Otsu threshold lies above the dim nuclei. The local
+    # contrast threshold cuts every nucleus at its own level, and completes the dim nucleus
+    # next to the bright one at its own level too.
+    image, truth = _bright_and_dim_scene()
+    labels = segment_nuclei(image, diameter=20)
+    _assert_sequential_int32(labels, image.shape)
+    assert match_f1(truth, labels, iou=0.75) == MatchCounts(tp=4, fp=0, fn=0)
+    assert match_f1(truth, segment_nuclei(image, diameter=20, local_contrast=None)).tp == 2
+
+
+def test_local_contrast_must_be_a_fraction():
+    image, _ = _scene(_grid(2))
+    for bad in (0, 1, 1.5, -0.2):
+        with pytest.raises(ValueError, match="local_contrast"):
+            segment_nuclei(image, local_contrast=bad)
+
+
+def test_nuclei_cut_by_the_border_need_half_the_min_area():
+    # min_area for diameter 20 is 50 px. Inside, a 29-px and a 38-px speck are debris; a
+    # nucleus cut in half by the left border (~40 px visible) is kept.
+    assert default_min_area(20) == 50
+    signal = np.zeros((100, 100))
+    for center, radius in [((50, 50), 10), ((20, 80), 3), ((80, 80), 3.5), ((70, 0), 5)]:
+        signal[disk(center, radius, shape=signal.shape)] = 0.8
+    image = 0.1 + ndi.gaussian_filter(signal, 1.0)
+    image += np.random.default_rng(0).normal(0, 0.02, image.shape)
+    labels = segment_nuclei(image, diameter=20)
+    assert labels.max() == 2
+    assert labels[50, 50] > 0 and labels[70, 1] > 0
+    assert not labels[15:26, 75:86].any() and not labels[75:86, 75:86].any()
+
+
+def test_convexity_refinement_merges_overcut_and_splits_waist():
+    # Declumping output with a disc cut in two (1, 2) and two overlapping discs as one (6),
+    # among single discs: the refinement merges the cut disc and splits the waist.
+    labels = np.zeros((100, 160), np.int32)
+    labels[disk((25, 25), 12)] = 1
+    right = labels[13:38, 25:38]
+    right[right == 1] = 2
+    for k, center in [(3, (25, 70)), (4, (25, 110)), (5, (70, 25))]:
+        labels[disk(center, 12)] = k
+    labels[disk((70, 80), 10)] = 6
+    labels[disk((70, 97), 10)] = 6
+    refined = _refine_shapes(labels, diameter=20.0)
+    assert len(np.unique(refined[(labels == 1) | (labels == 2)])) == 1
+    for k in (3, 4, 5):
+        np.testing.assert_array_equal(refined == refined[labels == k][0], labels == k)
+    left, right = refined[70, 75], refined[70, 100]
+    assert left > 0 and right > 0 and left != right
+    assert set(np.unique(refined[labels == 6])) == {left, right}
+
+
 def test_estimate_diameter_from_image():
     image, _ = _scene(_grid(), radius=8)
     assert estimate_diameter(image) == pytest.approx(16, abs=2)
@@ -440,6 +514,182 @@ def test_segment_site_unknown_param_key(kwargs, key):
 
 
 # --------------------------------------------------------------------------------------------
+# match_f1
+# --------------------------------------------------------------------------------------------
+
+
+def _squares(shape, squares):
+    """Label image with ``label: (row0, row1, col0, col1)`` rectangles."""
+    labels = np.zeros(shape, np.int32)
+    for k, (r0, r1, c0, c1) in squares.items():
+        labels[r0:r1, c0:c1] = k
+    return labels
+
+
+def test_match_f1_known_counts():
+    truth = _squares(
+        (80, 80),
+        {1: (10, 20, 10, 20), 2: (10, 20, 40, 50), 3: (40, 50, 10, 20), 4: (40, 50, 40, 50)},
+    )
+    pred = _squares(
+        (80, 80),
+        {
+            7: (10, 20, 10, 20),  # true 1 exactly: IoU 1
+            3: (10, 20, 42, 52),  # true 2 shifted by 2 px: IoU 80 / 120 = 0.67
+            9: (40, 43, 10, 20),  # a sliver of true 3: IoU 0.3 -> FP, and true 3 is a FN
+            2: (70, 75, 70, 75),  # nothing there: FP
+        },  # true 4 not found: FN
+    )
+    counts = match_f1(truth, pred)
+    assert counts == MatchCounts(tp=2, fp=2, fn=2)
+    assert (counts.precision, counts.recall, counts.f1) == (0.5, 0.5, 0.5)
+    assert match_f1(truth, pred, iou=0.7) == MatchCounts(tp=1, fp=3, fn=3)
+    assert match_f1(truth, pred, iou=0.25) == MatchCounts(tp=3, fp=1, fn=1)
+    # Symmetric, and indifferent to label values and integer types.
+    assert match_f1(pred, truth) == MatchCounts(tp=2, fp=2, fn=2)
+    assert match_f1(truth.astype(np.uint16) * 1000, pred.astype(np.int64) + (pred > 0) * 5) == (
+        counts
+    )
+
+
+def test_match_f1_is_one_to_one_at_iou_half():
+    # Two halves of one true square both have IoU exactly 0.5: only one may match.
+    truth = _squares((20, 20), {1: (4, 8, 4, 8)})
+    halves = _squares((20, 20), {1: (4, 6, 4, 8), 2: (6, 8, 4, 8)})
+    assert match_f1(truth, halves) == MatchCounts(tp=1, fp=1, fn=0)
+    assert match_f1(halves, truth) == MatchCounts(tp=1, fp=0, fn=1)
+    assert match_f1(truth, halves, iou=0.51) == MatchCounts(tp=0, fp=2, fn=1)
+
+
+def test_match_f1_empty_images_and_pooling():
+    empty = np.zeros((10, 10), np.int32)
+    one = _squares((10, 10), {5: (2, 6, 2, 6)})
+    assert match_f1(empty, empty) == MatchCounts(0, 0, 0)
+    assert match_f1(empty, empty).f1 == 1.0
+    assert match_f1(empty, one) == MatchCounts(tp=0, fp=1, fn=0)
+    assert match_f1(one, empty) == MatchCounts(tp=0, fp=0, fn=1)
+    pooled = match_f1(one, one) + match_f1(one, empty) + match_f1(empty, one)
+    assert pooled == MatchCounts(tp=1, fp=1, fn=1)
+    assert pooled.f1 == pytest.approx(0.5)
+
+
+def test_match_f1_bad_arguments():
+    one = _squares((10, 10), {1: (2, 6, 2, 6)})
+    with pytest.raises(ValueError, match="shape"):
+        match_f1(one, one[:-1])
+    with pytest.raises(ValueError, match="iou"):
+        match_f1(one, one, iou=0)
+    with pytest.raises(ValueError, match="integer"):
+        match_f1(one.astype(float), one)
+    with pytest.raises(ValueError, match="negative"):
+        match_f1(one, -one)
+
+
+# --------------------------------------------------------------------------------------------
+# segment_directory
+# --------------------------------------------------------------------------------------------
+
+
+def _write_inputs(folder: Path) -> dict[str, np.ndarray]:
+    """Nuclear images in several containers; returns the 2-D plane each should be read as."""
+    import tifffile
+    from skimage.io import imsave
+
+    folder.mkdir()
+    image, _ = _scene(_grid())
+    plane8 = _as(image, np.uint8)
+    other, _ = _scene([(80, 80)], radius=40, seed=3)  # one huge disc: not the nuclei
+    planes = {
+        "a.tif": _as(image, np.uint16),
+        "b.png": plane8,  # written as RGBA: nuclei in the first channel
+        "c.tiff": _as(image, np.float64).astype(np.float32),
+        "d.png": plane8,  # RGB, another image in the other channels
+    }
+    tifffile.imwrite(folder / "a.tif", planes["a.tif"])
+    imsave(folder / "b.png", np.dstack([plane8, plane8, plane8, np.full_like(plane8, 255)]))
+    tifffile.imwrite(folder / "c.tiff", planes["c.tiff"])
+    other8 = _as(other, np.uint8)
+    imsave(folder / "d.png", np.dstack([plane8, other8, other8]), check_contrast=False)
+    (folder / "notes.txt").write_text("not an image")
+    tifffile.imwrite(folder / ".hidden.tif", planes["a.tif"])
+    return planes
+
+
+def test_segment_directory_writes_same_named_label_tiffs(tmp_path):
+    import tifffile
+
+    planes = _write_inputs(tmp_path / "in")
+    written = segment_directory(tmp_path / "in", tmp_path / "out", diameter=16)
+    assert [p.name for p in written] == ["a.tif", "b.tif", "c.tiff", "d.tif"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [p.name for p in written]
+    for path, plane in zip(written, planes.values(), strict=True):
+        with tifffile.TiffFile(path) as tif:
+            labels = tif.asarray()
+            assert tif.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+        assert labels.dtype == np.uint16 and labels.shape == (160, 160)
+        np.testing.assert_array_equal(labels, segment_nuclei(plane, diameter=16))
+        assert labels.max() == 16, path.name
+
+
+def test_segment_directory_uses_package_defaults(tmp_path):
+    import tifffile
+
+    _write_inputs(tmp_path / "in")
+    written = segment_directory(tmp_path / "in", tmp_path / "out")  # diameter estimated
+    assert len(written) == 4
+    assert [int(tifffile.imread(p).max()) for p in written] == [16] * 4
+
+
+def test_segment_directory_uint32_beyond_65535_labels(tmp_path, monkeypatch):
+    import tifffile
+
+    import cellstrata.segment as segment
+
+    many = np.arange(300 * 300, dtype=np.int32).reshape(300, 300)  # 89999 objects
+    monkeypatch.setattr(segment, "segment_nuclei", lambda image: many)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "x.tif", np.zeros((300, 300), np.uint8))
+    (target,) = segment_directory(tmp_path / "in", tmp_path / "out")
+    labels = tifffile.imread(target)
+    assert labels.dtype == np.uint32
+    np.testing.assert_array_equal(labels, many)
+
+
+def test_segment_directory_errors(tmp_path):
+    import tifffile
+
+    _write_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    with pytest.raises(NotImplementedError, match="cellpose backend is not installed"):
+        segment_directory(tmp_path / "in", out, method="cellpose")
+    with pytest.raises(ValueError, match="unknown segmentation method 'watershed'"):
+        segment_directory(tmp_path / "in", out, method="watershed")
+    with pytest.raises(ValueError, match="diamter"):
+        segment_directory(tmp_path / "in", out, diamter=16)
+    with pytest.raises(ValueError, match="model"):
+        segment_directory(tmp_path / "in", out, model="nuclei.pt")
+    with pytest.raises(ValueError, match="overwrite"):
+        segment_directory(tmp_path / "in", tmp_path / "in")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        segment_directory(tmp_path / "missing", out)
+    (tmp_path / "none").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        segment_directory(tmp_path / "none", out)
+    assert not out.exists()  # nothing written before the inputs were checked
+    # a.png would overwrite the label image of a.tif
+    tifffile.imwrite(tmp_path / "in" / "a.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"a\.png.*a\.tif|a\.tif.*a\.png"):
+        segment_directory(tmp_path / "in", out)
+    (tmp_path / "in" / "a.png").unlink()
+    (tmp_path / "in" / "e.tif").write_bytes(b"not a tiff")
+    with pytest.raises(ImageReadError, match="e.tif"):
+        segment_directory(tmp_path / "in", out)
+    tifffile.imwrite(tmp_path / "in" / "e.tif", np.zeros((2, 8, 8), np.uint8))  # a stack
+    with pytest.raises(ImageReadError, match="e.tif"):
+        segment_directory(tmp_path / "in", out)
+
+
+# --------------------------------------------------------------------------------------------
 # real data: DSB2018 fluorescence nuclei
 # --------------------------------------------------------------------------------------------
 
@@ -473,51 +723,27 @@ def _dsb_pairs():
         yield folder.name, image, truth
 
 
-def _match_counts(truth, pred, iou_threshold=0.5):
-    """(TP, FP, FN) at an IoU threshold.
-
-    With IoU > 0.5 a true object can overlap at most one prediction that much (and vice
-    versa), so counting pairs above the threshold equals Hungarian matching.
-    """
-    t = truth.ravel().astype(np.int64)
-    p = pred.ravel().astype(np.int64)
-    n_true, n_pred = int(t.max()), int(p.max())
-    both = (t > 0) & (p > 0)
-    pairs, inter = np.unique(t[both] * (n_pred + 1) + p[both], return_counts=True)
-    ti, pi = pairs // (n_pred + 1), pairs % (n_pred + 1)
-    area_t = np.bincount(t, minlength=n_true + 1)
-    area_p = np.bincount(p, minlength=n_pred + 1)
-    iou = inter / (area_t[ti] + area_p[pi] - inter)
-    tp = int((iou > iou_threshold).sum())
-    n_true_objects = len(np.unique(t[t > 0]))
-    n_pred_objects = len(np.unique(p[p > 0]))
-    return tp, n_pred_objects - tp, n_true_objects - tp
-
-
 @pytest.mark.realdata
 def test_dsb2018_f1_at_iou_05():
-    # One fixed setting for the whole set: package defaults, except that the diameter is
-    # estimated from each image itself (diameter=None, never from the annotations) and the
-    # threshold is lowered by 10 %: DSB annotators drew nuclei out to their blurred rim.
-    # Defaults with threshold_correction=1.0 score F1 ~0.80 on this set.
-    params = {"diameter": None, "threshold_correction": 0.9}
-    tp = fp = fn = 0
+    # One fixed setting for the whole set: the package defaults, which estimate the diameter
+    # from each image itself (never from the annotations). Object F1 at IoU >= 0.5, pooled
+    # over the 20 images (benchmarks/segmentation_accuracy.py prints the per-image table).
+    # 0.9226 when written (precision 0.944, recall 0.902); the previous global-threshold
+    # pipeline scored 0.83 with its best threshold_correction (0.9).
+    total = MatchCounts(0, 0, 0)
     start = time.perf_counter()
     n_images = 0
     for _, image, truth in _dsb_pairs():
-        pred = segment_nuclei(image, **params)
+        pred = segment_nuclei(image)
         _assert_sequential_int32(pred, image.shape[:2])
-        a, b, c = _match_counts(truth, pred)
-        tp, fp, fn = tp + a, fp + b, fn + c
+        total = total + match_f1(truth, pred, iou=0.5)
         n_images += 1
     elapsed = time.perf_counter() - start
-    precision = tp / max(tp + fp, 1)
-    recall = tp / max(tp + fn, 1)
-    f1 = 2 * tp / max(2 * tp + fp + fn, 1)
     print(
-        f"\nDSB2018 dev ({n_images} images, {tp + fn} nuclei): F1={f1:.3f} "
-        f"precision={precision:.3f} recall={recall:.3f} (TP={tp} FP={fp} FN={fn}) "
-        f"in {elapsed:.1f} s"
+        f"\nDSB2018 dev ({n_images} images, {total.tp + total.fn} nuclei): F1={total.f1:.4f} "
+        f"precision={total.precision:.3f} recall={total.recall:.3f} (TP={total.tp} "
+        f"FP={total.fp} FN={total.fn}) in {elapsed:.1f} s"
     )
     assert n_images >= 20
-    assert f1 >= 0.80
+    assert total.f1 >= 0.92
+    assert total.precision >= 0.93 and total.recall >= 0.89

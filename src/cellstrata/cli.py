@@ -110,6 +110,17 @@ def _apply_retention(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segment_nuclei(args: argparse.Namespace) -> int:
+    from cellstrata.segment import segment_directory
+
+    params = {} if args.diameter is None else {"diameter": args.diameter}
+    written = segment_directory(
+        args.in_dir, args.out_dir, method=args.method, model=args.model, **params
+    )
+    print(f"wrote {len(written)} label image(s) to {args.out_dir}")
+    return 0
+
+
 def _provenance(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -176,6 +187,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "explicitly delete local outputs of levels whose retention is delete",
     )
     apply.add_argument("--dry-run", action="store_true")
+    nuclei = command(
+        "segment-nuclei",
+        _segment_nuclei,
+        "segment nuclei in every image of IN_DIR; one label TIFF per image (same name) in OUT_DIR",
+        config=False,
+    )
+    nuclei.add_argument("in_dir")
+    nuclei.add_argument("out_dir")
+    nuclei.add_argument("--method", default="classical", choices=["classical", "cellpose"])
+    nuclei.add_argument("--model", help="cellpose model name or path (cellpose method)")
+    nuclei.add_argument(
+        "--diameter", type=float, help="nucleus diameter in px (default: estimated)"
+    )
     provenance = command("provenance", _provenance, "lineage of an output back to raw images")
     provenance.add_argument("path")
     provenance.add_argument("--json", action="store_true")

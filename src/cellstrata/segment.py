@@ -1,8 +1,9 @@
 """Classical (CPU, weight-free) segmentation of nuclei, cells and cytoplasm.
 
-CellProfiler-like: ``IdentifyPrimaryObjects`` (global threshold, hole filling, size filter,
-shape-based declumping) for nuclei and ``IdentifySecondaryObjects`` (propagation from the
-nuclei) for cells. Arrays in, label images out; nothing here reads files or Snakemake state.
+CellProfiler-like: ``IdentifyPrimaryObjects`` (a local-contrast threshold under a global one,
+hole filling, size filter, shape-based declumping refined by convexity) for nuclei and
+``IdentifySecondaryObjects`` (propagation from the nuclei) for cells. Arrays in, label images
+out; only :func:`segment_directory` and :func:`segment_batch` read and write files.
 
 Label images are ``int32`` with background 0. Cell ``k`` and cytoplasm ``k`` are always the
 same object as nucleus ``k``.
@@ -14,28 +15,39 @@ import inspect
 import logging
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import maximum_bipartite_matching
+from skimage.draw import line as draw_line
 from skimage.feature import peak_local_max
 from skimage.filters import sobel, threshold_li, threshold_otsu, threshold_triangle
 from skimage.measure import label as cc_label
 from skimage.measure import regionprops
-from skimage.morphology import h_maxima
+from skimage.morphology import convex_hull_image, h_maxima
 from skimage.segmentation import clear_border, expand_labels, relabel_sequential, watershed
 
-from cellstrata.io import site_file, write_labels
+from cellstrata.io import ImageReadError, site_file, write_labels
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "IMAGE_SUFFIXES",
+    "SEGMENTATION_METHODS",
     "THRESHOLD_METHODS",
+    "MatchCounts",
     "cytoplasm",
     "default_min_area",
     "estimate_diameter",
+    "match_f1",
+    "nuclei_segmenter",
+    "read_nuclear_image",
     "segment_cells",
+    "segment_directory",
     "segment_nuclei",
     "segment_site",
 ]
@@ -64,6 +76,35 @@ _MAX_SPARSE_FRACTION = 0.1
 DECLUMP_H = 1.0 / 40.0
 # Default `min_area`: a disc of this fraction of the typical diameter (0.4 -> 16 % of the area).
 MIN_AREA_DIAMETER_FRACTION = 0.4
+# An object touching the image border is cut by it: it needs only this fraction of `min_area`.
+BORDER_MIN_AREA_FRACTION = 0.5
+
+# Local-contrast foreground (`local_contrast`, see `_local_foreground`). Default fraction: a
+# pixel is nucleus if it lies at least 40 % of the way from the background up to the brightest
+# pixel within one typical radius. A blurred edge crosses 50 % at the true edge; 40 % keeps the
+# dim rim that annotators include, and is well above the halo of a bright neighbour.
+DEFAULT_LOCAL_CONTRAST = 0.4
+# The local criterion alone would accept background texture next to nothing; a nucleus pixel
+# must also be this fraction of the way from the background to the global threshold...
+LOCAL_FLOOR_FRACTION = 0.3
+# ... and this many pixel-noise sd above the background (3 sd: about 1 noise pixel in 700).
+# Lower than the guard's `min_contrast`, which decides whether the field holds objects at all.
+LOCAL_NOISE_FLOOR_SD = 3.0
+
+# Convexity refinement after declumping (see `_refine_shapes`). A nucleus is convex: a piece
+# counts as one nucleus when its solidity (area / convex-hull area) is at least this.
+CONVEX_SOLIDITY = 0.9
+# A split must make both pieces this much more solid than the whole (merging uses 0, so a
+# merged pair is never split again: hysteresis).
+SPLIT_SOLIDITY_GAIN = 0.02
+# Split cuts run between two concavities at least this deep (fraction of the diameter; and at
+# least `_MIN_CONCAVITY_PX`), and leave pieces of at least this fraction of the median area.
+SPLIT_MIN_DEPTH = 0.1
+SPLIT_MIN_PIECE = 0.35
+_MIN_CONCAVITY_PX = 1.5
+# Two touching pieces are merged only if together they are at most this many median areas
+# (the union of two typical nuclei is ~2).
+MERGE_MAX_AREA = 1.5
 
 _MAD_TO_SD = 1.4826  # MAD of a normal distribution times this is its standard deviation
 
@@ -161,6 +202,46 @@ def _check_threshold_args(method: str, correction: float) -> None:
         raise ValueError(f"threshold_correction must be > 0; got {correction}")
 
 
+class _Field(NamedTuple):
+    """A thresholded field: see :func:`_threshold_field`."""
+
+    smoothed: np.ndarray
+    mask: np.ndarray  # global-threshold foreground; all False for an "empty" field
+    threshold: float  # the global threshold (method * correction, before the noise floor)
+    noise: float  # pixel-noise sd of `smoothed` (0 when the guard is disabled)
+
+
+def _threshold_field(
+    normalized: np.ndarray,
+    smoothing_sigma: float,
+    method: str,
+    correction: float,
+    min_contrast: float,
+) -> _Field:
+    """Smooth, run the empty-field guard and threshold globally.
+
+    A global threshold always splits *something*: Otsu halves pure noise. So the field must
+    first pass the guard (:func:`_noise_floor`), and the mask's threshold is never below the
+    noise floor it returns. ``min_contrast <= 0`` disables both.
+    """
+    _check_threshold_args(method, correction)
+    smoothed = _smooth(normalized, smoothing_sigma)
+    empty = np.zeros(smoothed.shape, dtype=bool)
+    if smoothed.size == 0 or float(smoothed.max()) - float(smoothed.min()) <= 1e-6:
+        # flat field: nothing to find, and thresholds would fail
+        return _Field(smoothed, empty, np.nan, 0.0)
+    floor = -np.inf
+    noise = 0.0
+    if min_contrast > 0:
+        noise = _noise_sd(smoothed, smoothing_sigma)
+        found = _noise_floor(smoothed.ravel(), noise, min_contrast)
+        if found is None:
+            return _Field(smoothed, empty, np.nan, noise)
+        floor = found
+    threshold = float(THRESHOLD_METHODS[method](smoothed)) * correction
+    return _Field(smoothed, smoothed > max(threshold, floor), threshold, noise)
+
+
 def _foreground(
     normalized: np.ndarray,
     smoothing_sigma: float,
@@ -168,26 +249,115 @@ def _foreground(
     correction: float,
     min_contrast: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Foreground mask (all False for an "empty" field) and the smoothed image.
+    """Global foreground mask (all False for an "empty" field) and the smoothed image."""
+    field = _threshold_field(normalized, smoothing_sigma, method, correction, min_contrast)
+    return field.mask, field.smoothed
 
-    A global threshold always splits *something*: Otsu halves pure noise. So the field must
-    first pass the guard (:func:`_noise_floor`), and the threshold is never below the noise
-    floor it returns. ``min_contrast <= 0`` disables both.
+
+def _disk_max(image: np.ndarray, radius: int) -> np.ndarray:
+    """Maximum over a disc of ``radius`` px (``skimage.morphology.disk``), edges replicated.
+
+    The disc is the union of the rectangles of its row profile; each rectangle's maximum is
+    two 1-D running maxima, so the cost grows with the radius, not with the disc's area.
     """
-    _check_threshold_args(method, correction)
-    smoothed = _smooth(normalized, smoothing_sigma)
-    empty = np.zeros(smoothed.shape, dtype=bool)
-    if smoothed.size == 0 or float(smoothed.max()) - float(smoothed.min()) <= 1e-6:
-        return empty, smoothed  # flat field: nothing to find, and thresholds would fail
-    floor = -np.inf
+    radius = int(radius)
+    if radius < 1:
+        return image.copy()
+    dy = np.arange(radius + 1)
+    half_width = np.floor(np.sqrt(radius * radius - dy * dy) + 1e-9).astype(int)
+    out = None
+    for w in np.unique(half_width):
+        h = int(dy[half_width >= w].max())
+        rect = ndi.maximum_filter1d(image, 2 * int(w) + 1, axis=1, mode="nearest")
+        rect = ndi.maximum_filter1d(rect, 2 * h + 1, axis=0, mode="nearest")
+        out = rect if out is None else np.maximum(out, rect, out=out)
+    return out
+
+
+class _LocalLevels(NamedTuple):
+    background: float  # median of the pixels below the global threshold
+    floor: float  # no nucleus pixel is at or below this
+
+
+def _local_levels(field: _Field, min_contrast: float) -> _LocalLevels:
+    """Background and absolute floor of the local-contrast foreground.
+
+    The background is the median of the pixels below the global threshold (which thus still
+    matters: ``threshold_method``, ``threshold_correction``). The floor is
+    ``LOCAL_FLOOR_FRACTION`` of the way from the background to the global threshold and
+    (guard enabled) ``LOCAL_NOISE_FLOOR_SD`` noise sd above the background, so that flat
+    background, whose local maximum is itself, and faint texture are not foreground.
+    """
+    smoothed = field.smoothed
+    below = smoothed[smoothed <= field.threshold]
+    background = float(np.median(below)) if below.size else float(smoothed.min())
+    floor = background + LOCAL_FLOOR_FRACTION * (field.threshold - background)
     if min_contrast > 0:
-        noise = _noise_sd(smoothed, smoothing_sigma)
-        found = _noise_floor(smoothed.ravel(), noise, min_contrast)
-        if found is None:
-            return empty, smoothed
-        floor = found
-    threshold = max(float(THRESHOLD_METHODS[method](smoothed)) * correction, floor)
-    return smoothed > threshold, smoothed
+        floor = max(floor, background + LOCAL_NOISE_FLOOR_SD * field.noise)
+    return _LocalLevels(background, floor)
+
+
+def _local_foreground(
+    smoothed: np.ndarray, levels: _LocalLevels, radius: int, fraction: float
+) -> np.ndarray:
+    """Foreground by local contrast: each pixel against the brightest pixel near it.
+
+    A pixel is foreground if it is above ``levels.floor`` and lies at least ``fraction`` of
+    the way from the background up to the brightest pixel within ``radius`` (one typical
+    nucleus radius), i.e. it belongs to the bright object next to it, at that object's own
+    relative level. Unlike one global threshold this keeps dim nuclei whole, drops the
+    blurred halo of bright nuclei, and cuts a bright nucleus from a dim one it touches.
+    Scale-free: a nucleus twice as bright gets a threshold twice as high. (A dim nucleus
+    within ``radius`` of a much brighter one loses that band here; see
+    :func:`_grow_to_own_level`.)
+    """
+    peak = _disk_max(smoothed, radius)
+    bg = levels.background
+    return (smoothed > levels.floor) & (smoothed - bg > fraction * (peak - bg))
+
+
+def _grow_to_own_level(
+    labels: np.ndarray,
+    smoothed: np.ndarray,
+    levels: _LocalLevels,
+    fraction: float,
+    distance: int,
+) -> np.ndarray:
+    """Complete each nucleus at its own level: the second half of the local threshold.
+
+    Background pixels within ``distance`` px of a nucleus (the nearest one) join it if they
+    are above the floor and at least ``fraction`` of the way from the background up to *that
+    nucleus's* brightest pixel, and connect to it through such pixels. This gives back the
+    band that :func:`_local_foreground` takes from a dim nucleus next to a brighter one
+    (there the local maximum was the neighbour's); elsewhere it adds nothing.
+    """
+    n = int(labels.max(initial=0))
+    if n == 0 or distance < 1:
+        return labels
+    peak = np.zeros(n + 1)
+    peak[1:] = ndi.maximum(smoothed, labels, np.arange(1, n + 1))
+    nearest = expand_labels(labels, distance)
+    bg = levels.background
+    join = (
+        (labels == 0)
+        & (nearest > 0)
+        & (smoothed > levels.floor)
+        & (smoothed - bg > fraction * (peak[nearest] - bg))
+    )
+    if not join.any():
+        return labels
+    grown = np.where(join, nearest, labels)
+    out = labels.copy()
+    for k, box in enumerate(ndi.find_objects(grown), start=1):
+        if box is None:
+            continue
+        region = grown[box] == k
+        parts, n_parts = ndi.label(region)
+        if n_parts > 1:  # keep only what connects to the nucleus itself
+            own = np.unique(parts[labels[box] == k])
+            region = np.isin(parts, own[own > 0])
+        out[box][region] = k
+    return out
 
 
 def _noise_floor(values: np.ndarray, noise: float, min_contrast: float) -> float | None:
@@ -250,11 +420,19 @@ def _fill_small_holes(mask: np.ndarray, max_hole: float) -> np.ndarray:
     return mask | small[lab]
 
 
-def _remove_small(labels: np.ndarray, min_area: int) -> np.ndarray:
+def _remove_small(labels: np.ndarray, min_area: float, border_fraction: float = 1.0) -> np.ndarray:
+    """Zero objects smaller than ``min_area``; ``border_fraction * min_area`` at the border.
+
+    An object touching the image border is cut by it, so its visible area understates it.
+    """
     if min_area <= 1 or labels.max(initial=0) == 0:
         return labels
     sizes = np.bincount(labels.ravel())
-    drop = sizes < min_area
+    limit = np.full(sizes.shape, float(min_area))
+    if border_fraction != 1.0 and labels.size:
+        edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+        limit[np.unique(edge)] = border_fraction * min_area
+    drop = sizes < limit
     drop[0] = False
     if drop.any():
         labels = labels.copy()
@@ -296,6 +474,173 @@ def _declump(mask: np.ndarray, diameter: float) -> np.ndarray:
     return labels.astype(np.int32)
 
 
+def _solidity(mask: np.ndarray) -> float:
+    """Area over convex-hull area of a binary mask (1.0 for fewer than 3 pixels)."""
+    area = int(np.count_nonzero(mask))
+    if area < 3:
+        return 1.0
+    # Pixel corners, not centres, span the hull, so even a 1-px line has a non-empty hull.
+    hull = int(np.count_nonzero(convex_hull_image(mask)))
+    return area / max(hull, area)
+
+
+def _touching_pairs(labels: np.ndarray) -> np.ndarray:
+    """``(n, 2)`` array of label pairs ``u < v`` that touch (4-connected), each once."""
+    found = []
+    for a, b in ((labels[:-1, :], labels[1:, :]), (labels[:, :-1], labels[:, 1:])):
+        m = (a != b) & (a > 0) & (b > 0)
+        found.append(np.stack([np.minimum(a[m], b[m]), np.maximum(a[m], b[m])], axis=1))
+    pairs = np.concatenate(found)
+    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+
+
+def _union_box(a: tuple[slice, slice], b: tuple[slice, slice]) -> tuple[slice, slice]:
+    pairs = zip(a, b, strict=True)
+    return tuple(slice(min(s.start, t.start), max(s.stop, t.stop)) for s, t in pairs)
+
+
+def _merge_unjustified(labels: np.ndarray, max_area: float) -> np.ndarray:
+    """Merge touching pieces that their shape does not justify keeping apart.
+
+    Two touching pieces stay apart only if both are convex (solidity >= ``CONVEX_SOLIDITY``)
+    and at least as convex as their union: one nucleus cut in two gives pieces no more
+    convex than the whole, two nuclei give a union with a waist. Only unions of at most
+    ``max_area`` px are considered. The most convex unions are merged first, then the pairs
+    around merged pieces are re-examined until nothing changes.
+    """
+    labels = labels.copy()
+    dirty = None  # labels whose pairs need a (re)check; None: all
+    while True:
+        pairs = _touching_pairs(labels)
+        if dirty is not None:
+            pairs = pairs[np.isin(pairs[:, 0], dirty) | np.isin(pairs[:, 1], dirty)]
+        if not len(pairs):
+            return labels
+        boxes = ndi.find_objects(labels)
+        areas = np.bincount(labels.ravel())
+        solidity: dict[int, float] = {}
+        candidates = []
+        for u, v in pairs.tolist():
+            if areas[u] + areas[v] > max_area:
+                continue
+            for k in (u, v):
+                if k not in solidity:
+                    solidity[k] = _solidity(labels[boxes[k - 1]] == k)
+            sub = labels[_union_box(boxes[u - 1], boxes[v - 1])]
+            union = _solidity((sub == u) | (sub == v))
+            if min(solidity[u], solidity[v]) < max(CONVEX_SOLIDITY, union):
+                candidates.append((union, u, v))
+        if not candidates:
+            return labels
+        candidates.sort(reverse=True)
+        used: set[int] = set()
+        for _, u, v in candidates:
+            if u in used or v in used:
+                continue
+            sub = labels[boxes[v - 1]]
+            sub[sub == v] = u
+            used.update((u, v))
+        dirty = np.fromiter(used, dtype=labels.dtype)
+
+
+def _best_cut(mask: np.ndarray, min_piece: float, min_depth: float) -> np.ndarray | None:
+    """Split ``mask`` (one object) along a chord between two concavities, or ``None``.
+
+    Concavities are the connected parts of convex hull minus object; a concavity's depth is
+    its largest distance from the hull's outside, its deepest pixel the end of a cut. Of the
+    cuts between the (up to) four deepest concavities at least ``min_depth`` deep, the one
+    whose two pieces are both at least ``min_piece`` px and convex (solidity at least
+    ``CONVEX_SOLIDITY`` and ``SPLIT_SOLIDITY_GAIN`` above the whole's) wins, the one with the
+    most convex less-convex piece first. Returns the mask of the second piece.
+    """
+    padded = np.pad(mask, 1)
+    hull = convex_hull_image(padded)
+    whole = np.count_nonzero(padded) / max(np.count_nonzero(hull), 1)
+    concave, n = ndi.label(hull & ~padded)
+    if n < 2:
+        return None
+    depth_map = ndi.distance_transform_edt(hull)
+    index = np.arange(1, n + 1)
+    depths = np.asarray(ndi.maximum(depth_map, concave, index))
+    ends = ndi.maximum_position(depth_map, concave, index)
+    deep = [i for i in np.argsort(depths)[::-1][:4] if depths[i] >= min_depth]
+    needed = max(CONVEX_SOLIDITY, whole + SPLIT_SOLIDITY_GAIN)
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    for a_pos, i in enumerate(deep):
+        for j in deep[a_pos + 1 :]:
+            rr, cc = draw_line(*map(int, ends[i]), *map(int, ends[j]))
+            cut = padded.copy()
+            cut[rr, cc] = False
+            parts, k = ndi.label(cut)
+            if k < 2:
+                continue
+            sizes = np.bincount(parts.ravel())
+            sizes[0] = 0
+            first, second = np.argsort(sizes)[::-1][:2]
+            if sizes[second] < min_piece:
+                continue
+            score = min(_solidity(parts == first), _solidity(parts == second))
+            if score >= needed and (best is None or score > best[0]):
+                best = (score, parts == first, parts == second)
+    if best is None:
+        return None
+    # Every pixel of the object (the cut line, slivers) goes to the nearer piece.
+    two = np.zeros(padded.shape, dtype=np.uint8)
+    two[best[1]] = 1
+    two[best[2]] = 2
+    nearest = ndi.distance_transform_edt(two == 0, return_distances=False, return_indices=True)
+    second_piece = two[nearest[0], nearest[1]] == 2
+    return second_piece[1:-1, 1:-1] & mask
+
+
+def _split_concave(
+    labels: np.ndarray, diameter: float, min_piece: float, max_rounds: int = 3
+) -> np.ndarray:
+    """Split objects at pairs of deep concavities (:func:`_best_cut`), a few rounds deep."""
+    labels = labels.copy()
+    next_label = int(labels.max(initial=0)) + 1
+    min_depth = max(_MIN_CONCAVITY_PX, SPLIT_MIN_DEPTH * diameter)
+    candidates = list(range(1, next_label))
+    for _ in range(max_rounds):
+        boxes = ndi.find_objects(labels)
+        split = []
+        for k in candidates:
+            if k > len(boxes) or boxes[k - 1] is None:
+                continue
+            sub = labels[boxes[k - 1]]
+            mask = sub == k
+            if np.count_nonzero(mask) < 2 * min_piece:
+                continue
+            piece = _best_cut(mask, min_piece, min_depth)
+            if piece is None:
+                continue
+            sub[piece] = next_label
+            split += [k, next_label]
+            next_label += 1
+        if not split:
+            break
+        candidates = split
+    return labels
+
+
+def _refine_shapes(labels: np.ndarray, diameter: float) -> np.ndarray:
+    """Convexity refinement of declumped nuclei: merge unjustified cuts, then split waists.
+
+    The distance-transform watershed misses nuclei that touch along a short waist and cuts
+    long or irregular nuclei. Nuclei are convex, so: merge touching pieces whose separation
+    makes nothing more convex (:func:`_merge_unjustified`; unions up to ``MERGE_MAX_AREA``
+    median areas), then cut objects between two deep concavities where both pieces come out
+    convex (:func:`_split_concave`; pieces of at least ``SPLIT_MIN_PIECE`` median areas).
+    """
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas > 0]
+    if areas.size == 0:
+        return labels
+    median_area = float(np.median(areas))
+    labels = _merge_unjustified(labels, MERGE_MAX_AREA * median_area)
+    return _split_concave(labels, diameter, SPLIT_MIN_PIECE * median_area)
+
+
 def _sequential(labels: np.ndarray) -> np.ndarray:
     relabelled, _, _ = relabel_sequential(labels.astype(np.int32, copy=False))
     return relabelled.astype(np.int32, copy=False)
@@ -304,6 +649,12 @@ def _sequential(labels: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # nuclei
 # --------------------------------------------------------------------------------------------
+
+
+def default_max_area(diameter: float) -> int:
+    """Largest nucleus kept by default: ten discs of ``diameter`` (no upper bound is CellProfiler's
+    default; here one keeps giant non-nuclear regions out)."""
+    return int(10 * np.pi * (diameter / 2.0) ** 2)
 
 
 def default_min_area(diameter: float) -> int:
@@ -326,7 +677,8 @@ def estimate_diameter(
 ) -> float:
     """Estimate the typical nucleus diameter of ``image`` from the image alone.
 
-    Thresholds as :func:`segment_nuclei` does, then takes the median equivalent diameter of
+    Thresholds globally as :func:`segment_nuclei` does before its local-contrast step (this
+    is the estimate it uses for ``diameter=None``), then takes the median equivalent diameter of
     the convex-looking (solidity >= 0.9) connected components of at least 16 px; clumps of
     touching nuclei are rarely convex, so they do not inflate the estimate.
 
@@ -368,7 +720,7 @@ def _diameter_from_mask(mask: np.ndarray, default: float) -> float:
 def segment_nuclei(
     image: np.ndarray,
     *,
-    diameter: float | None = 20.0,
+    diameter: float | None = None,
     smoothing_sigma: float = 1.0,
     threshold_method: str = "otsu",
     threshold_correction: float = 1.0,
@@ -377,36 +729,68 @@ def segment_nuclei(
     declump: bool = True,
     remove_border: bool = False,
     min_contrast: float = DEFAULT_MIN_CONTRAST,
+    local_contrast: float | None = DEFAULT_LOCAL_CONTRAST,
 ) -> np.ndarray:
     """Segment nuclei in a nuclear stain (DNA/Hoechst/DAPI) image.
 
-    Steps: scale to [0, 1] by the maximum, Gaussian smoothing, empty-field guard, global
-    threshold (times ``threshold_correction``, never below the guard's noise floor), filling
-    of holes up to the area of a typical nucleus, removal of pieces below ``min_area``,
-    distance-transform watershed declumping, size filters again, optional removal of
-    objects touching the border, sequential relabelling 1..N.
+    Steps:
+
+    1. Scale to [0, 1] by the maximum; Gaussian smoothing (``smoothing_sigma``).
+    2. Empty-field guard (``min_contrast``): pure noise, gradients, flat fields -> no objects.
+    3. Global threshold (``threshold_method`` times ``threshold_correction``). Its mask gives
+       the typical diameter when ``diameter`` is None (:func:`estimate_diameter`).
+    4. Foreground. With ``local_contrast`` (default) a pixel is nucleus if it is at least
+       that fraction of the way from the background up to the brightest pixel within one
+       typical radius, and above an absolute floor (30 % of the way from the background to
+       the global threshold, and 3 noise sd). Every nucleus is thus cut at its own relative
+       level: dim nuclei next to bright ones are kept, the blurred halo of bright nuclei is
+       dropped, and a bright nucleus is separated from a dim one it touches, which one global
+       threshold cannot do. ``local_contrast=None`` uses the global mask instead.
+    5. Filling of holes up to the area of a typical nucleus; removal of pieces below
+       ``min_area`` (half of it for pieces cut by the image border).
+    6. Declumping (``declump``): distance-transform watershed from h-maxima (one seed per
+       nucleus-sized bulge), then a convexity refinement, because nuclei are convex: touching
+       pieces are merged when separating them makes nothing more convex (an over-cut
+       nucleus), and objects are cut between two deep concavities when both pieces come out
+       convex (nuclei touching along a short waist that the distance transform misses).
+    7. With ``local_contrast``: each nucleus is completed at its own level, i.e. background
+       pixels within one radius that reach the fraction of *its* brightest pixel join it (a
+       dim nucleus gets back the band next to a brighter neighbour that step 4 took away).
+    8. Optional removal of objects touching the border, ``max_area``, sequential
+       relabelling 1..N.
+
+    With the defaults (one parameter set, diameter estimated per image) this reaches F1 0.92
+    at IoU 0.5 on 20 DSB2018 fluorescence images (``benchmarks/segmentation_accuracy.py``),
+    where the previous global-threshold pipeline reached 0.83 at best.
 
     Parameters
     ----------
     image : np.ndarray
         2-D image, any numeric dtype (uint8, uint16, float in [0, 1] or illumination-corrected
         floats); results do not depend on the intensity scale.
-    diameter : float or None, default 20.0
-        Typical nucleus diameter in pixels; sets the hole size, the default ``min_area`` and
-        the declumping scale. ``None`` estimates it with :func:`estimate_diameter`.
+    diameter : float or None, default None
+        Typical nucleus diameter in pixels; sets the hole size, the default ``min_area``, the
+        local-contrast radius and the declumping scale. ``None`` estimates it from the image
+        (:func:`estimate_diameter`; 20 if nothing is found).
     smoothing_sigma : float, default 1.0
         Gaussian sigma (pixels) applied before thresholding; 0 disables smoothing.
     threshold_method : {"otsu", "li", "triangle"}, default "otsu"
-        Global threshold from :mod:`skimage.filters`.
+        Global threshold from :mod:`skimage.filters`. With ``local_contrast`` it sets the
+        background level (median below it) and the absolute floor.
     threshold_correction : float, default 1.0
         Factor multiplying the threshold (in units of the image scaled so its maximum is 1).
     min_area : int, optional
-        Objects with fewer pixels are removed. Default :func:`default_min_area` of
-        ``diameter``: ``pi * (0.2 * diameter) ** 2`` (a disc of 0.4 times the diameter).
+        Objects with fewer pixels are removed; objects touching the image border, which it
+        cuts, need only half as many. Default :func:`default_min_area` of ``diameter``:
+        ``pi * (0.2 * diameter) ** 2`` (a disc of 0.4 times the diameter).
     max_area : int, optional
-        Objects with more pixels are removed (after declumping). Default: no limit.
+        Objects with more pixels are removed (after declumping). Default
+        :func:`default_max_area` of ``diameter``: ten nucleus discs. What declumping leaves
+        that large is not a nucleus: e.g. half of the smooth bowl an empty field becomes after
+        illumination correction.
     declump : bool, default True
-        Split touching nuclei with a shape (distance-transform) watershed.
+        Split touching nuclei: shape (distance-transform) watershed plus the convexity
+        refinement.
     remove_border : bool, default False
         Remove objects touching the image border.
     min_contrast : float, default 5.0
@@ -416,8 +800,12 @@ def segment_nuclei(
         and 3 times the spread of the lower class (pure noise: ~1.4 sd; a gradient: 2.7
         spreads; DSB2018 nuclei: 13-400 sd), or, for sparse fields where Otsu splits the
         noise, if 16 px to 10 % of the image lie ``min_contrast`` sd above the median.
-        Otherwise no objects are returned. The threshold is also never set below background
-        + ``min_contrast`` sd. ``0`` disables both.
+        Otherwise no objects are returned. The global threshold is also never set below
+        background + ``min_contrast`` sd (the local-contrast floor: 3 sd). ``0`` disables
+        the guard and the noise floors.
+    local_contrast : float or None, default 0.4
+        Fraction (between 0 and 1) of the local background-to-peak range a pixel must reach
+        (step 4). ``None``: global threshold only.
 
     Returns
     -------
@@ -427,26 +815,42 @@ def segment_nuclei(
     image = _check_image(image, "image")
     if diameter is not None and not diameter > 0:
         raise ValueError(f"diameter must be > 0 or None; got {diameter}")
-    mask, _ = _foreground(
+    if local_contrast is not None and not 0 < local_contrast < 1:
+        raise ValueError(f"local_contrast must be between 0 and 1, or None; got {local_contrast}")
+    field = _threshold_field(
         _normalize(image), smoothing_sigma, threshold_method, threshold_correction, min_contrast
     )
-    if not mask.any():
+    if not field.mask.any():
         return np.zeros(image.shape, dtype=np.int32)
     if diameter is None:
-        diameter = _diameter_from_mask(mask, default=20.0)
+        diameter = _diameter_from_mask(field.mask, default=20.0)
     if min_area is None:
         min_area = default_min_area(diameter)
+    radius = max(1, round(diameter / 2.0))
+    if local_contrast is None:
+        mask = field.mask
+    else:
+        levels = _local_levels(field, min_contrast)
+        mask = _local_foreground(field.smoothed, levels, radius, local_contrast)
     mask = _fill_small_holes(mask, np.pi * (diameter / 2.0) ** 2)
     # Drop debris before declumping so it cannot seed markers.
     components, _ = ndi.label(mask)
-    components = _remove_small(components, min_area)
+    components = _remove_small(components, min_area, BORDER_MIN_AREA_FRACTION)
     mask = components > 0
 
-    labels = _declump(mask, diameter) if declump else components
-    labels = _remove_small(labels, min_area)
+    if declump:
+        labels = _declump(mask, diameter)
+        labels = _remove_small(labels, min_area, BORDER_MIN_AREA_FRACTION)
+        labels = _refine_shapes(labels, diameter)
+    else:
+        labels = components
+    if local_contrast is not None:
+        labels = _grow_to_own_level(labels, field.smoothed, levels, local_contrast, radius)
     if remove_border:
         labels = clear_border(labels)
-    if max_area is not None and labels.max(initial=0) > 0:
+    if max_area is None:
+        max_area = default_max_area(diameter)
+    if labels.max(initial=0) > 0:
         sizes = np.bincount(labels.ravel())
         big = sizes > max_area
         big[0] = False
@@ -594,6 +998,99 @@ def cytoplasm(nuclei: np.ndarray, cells: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
+# accuracy against ground truth
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MatchCounts:
+    """Object-level match counts; add instances to pool images (micro-average).
+
+    ``tp``: matched pairs; ``fp``: predicted objects left unmatched; ``fn``: true objects
+    left unmatched.
+    """
+
+    tp: int
+    fp: int
+    fn: int
+
+    def __add__(self, other: MatchCounts) -> MatchCounts:
+        return MatchCounts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
+
+    @property
+    def precision(self) -> float:
+        """TP / predicted objects (1.0 if nothing was predicted)."""
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    @property
+    def recall(self) -> float:
+        """TP / true objects (1.0 if there are none)."""
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+
+    @property
+    def f1(self) -> float:
+        """``2 TP / (2 TP + FP + FN)`` (1.0 if both images are empty)."""
+        denominator = 2 * self.tp + self.fp + self.fn
+        return 2 * self.tp / denominator if denominator else 1.0
+
+
+def match_f1(truth: np.ndarray, pred: np.ndarray, iou: float = 0.5) -> MatchCounts:
+    """Match predicted to true objects one-to-one at ``IoU >= iou`` and count TP/FP/FN.
+
+    Every pair of overlapping objects whose intersection over union is at least ``iou`` is a
+    candidate; a maximum one-to-one matching of the candidates gives the true positives. For
+    ``iou > 0.5`` an object can reach the threshold with at most one partner, so this is
+    simply the number of such pairs; at exactly 0.5 ties are resolved by the matching. The
+    F1 at IoU 0.5 is the usual object-detection score for nuclei (e.g. CellPose, StarDist).
+
+    Parameters
+    ----------
+    truth, pred : np.ndarray
+        Label images of the same shape (any non-negative integer dtype, 0 = background;
+        labels need not be sequential).
+    iou : float, default 0.5
+        Minimum intersection over union of a match, in (0, 1].
+
+    Returns
+    -------
+    MatchCounts
+        ``tp``, ``fp``, ``fn`` and the derived ``precision``, ``recall`` and ``f1``.
+    """
+    truth = _check_labels(truth, "truth")
+    pred = _check_labels(pred, "pred")
+    if truth.shape != pred.shape:
+        raise ValueError(f"truth shape {truth.shape} != pred shape {pred.shape}")
+    if not 0 < iou <= 1:
+        raise ValueError(f"iou must be in (0, 1]; got {iou}")
+    if truth.size == 0:
+        return MatchCounts(0, 0, 0)
+    t_ids, t = np.unique(truth.ravel(), return_inverse=True)
+    p_ids, p = np.unique(pred.ravel(), return_inverse=True)
+    # Dense indices 0..n-1 for objects; background (label 0, always first if present) -> -1.
+    t = t - (1 if t_ids[0] == 0 else 0)
+    p = p - (1 if p_ids[0] == 0 else 0)
+    n_true = len(t_ids) - (1 if t_ids[0] == 0 else 0)
+    n_pred = len(p_ids) - (1 if p_ids[0] == 0 else 0)
+    if n_true == 0 or n_pred == 0:
+        return MatchCounts(0, n_pred, n_true)
+    area_t = np.bincount(t[t >= 0], minlength=n_true)
+    area_p = np.bincount(p[p >= 0], minlength=n_pred)
+    both = (t >= 0) & (p >= 0)
+    pairs, inter = np.unique(t[both].astype(np.int64) * n_pred + p[both], return_counts=True)
+    ti, pi = pairs // n_pred, pairs % n_pred
+    overlap = inter / (area_t[ti] + area_p[pi] - inter)
+    good = overlap >= iou
+    if not good.any():
+        return MatchCounts(0, n_pred, n_true)
+    graph = coo_matrix(
+        (np.ones(int(good.sum()), dtype=np.int8), (ti[good], pi[good])), shape=(n_true, n_pred)
+    ).tocsr()
+    matched = maximum_bipartite_matching(graph, perm_type="column")
+    tp = int(np.count_nonzero(matched >= 0))
+    return MatchCounts(tp, n_pred - tp, n_true - tp)
+
+
+# --------------------------------------------------------------------------------------------
 # one site
 # --------------------------------------------------------------------------------------------
 
@@ -725,4 +1222,162 @@ def segment_batch(
             write_labels(target, labels)
             written.append(target)
         log.info("well %s site %d: %d nuclei", well, site, int(masks["nuclei"].max()))
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# a directory of nuclear images
+# --------------------------------------------------------------------------------------------
+
+# File types :func:`segment_directory` reads (lower-case suffixes).
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+# Methods of :func:`segment_directory`; "cellpose" is reserved for an optional backend.
+SEGMENTATION_METHODS = ("classical", "cellpose")
+
+
+def read_nuclear_image(path: str | os.PathLike) -> np.ndarray:
+    """Read one 2-D plane from a TIFF or PNG: the first channel of RGB(A) images.
+
+    Raises :class:`cellstrata.io.ImageReadError` naming the file if it cannot be read or
+    holds more than one plane.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".png":
+            from skimage.io import imread
+
+            image = np.asarray(imread(path))
+        else:
+            import tifffile
+
+            image = tifffile.imread(path)
+    except Exception as err:  # readers raise many types for corrupt files
+        raise ImageReadError(f"cannot read image {path}: {err}") from err
+    while image.ndim > 2 and image.shape[0] == 1:
+        image = image[0]  # leading singleton axes (a 1-page stack)
+    if image.ndim == 3 and image.shape[-1] in (1, 2, 3, 4):
+        image = image[..., 0]  # grey(+alpha), RGB or RGBA: the first channel
+    if image.ndim != 2:
+        raise ImageReadError(
+            f"image {path} has shape {image.shape}; expected a 2-D plane or an RGB(A) image"
+        )
+    return image
+
+
+def nuclei_segmenter(
+    method: str = "classical", model: str | os.PathLike | None = None, **params: Any
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A function ``image -> nuclei labels`` for ``method``, parameters checked up front.
+
+    Parameters
+    ----------
+    method : {"classical", "cellpose"}, default "classical"
+        ``"classical"``: :func:`segment_nuclei` with ``params``. ``"cellpose"`` is reserved
+        for an optional deep-learning backend that is not installed here.
+    model : path or str, optional
+        Model for a learned backend; ``"classical"`` takes none.
+    **params
+        Keyword arguments of :func:`segment_nuclei`.
+
+    Raises
+    ------
+    NotImplementedError
+        For ``method="cellpose"``.
+    ValueError
+        For an unknown method or parameter, or a ``model`` with ``"classical"``.
+    """
+    if method == "cellpose":
+        raise NotImplementedError(
+            "method 'cellpose': the cellpose backend is not installed here; use method='classical'"
+        )
+    if method not in SEGMENTATION_METHODS:
+        raise ValueError(
+            f"unknown segmentation method {method!r}; choose one of {list(SEGMENTATION_METHODS)}"
+        )
+    if model is not None:
+        raise ValueError(f"method {method!r} takes no model (got model={model!r})")
+    kwargs = _check_params(params, segment_nuclei, "segment_nuclei parameter")
+
+    def segment(image: np.ndarray) -> np.ndarray:
+        return segment_nuclei(image, **kwargs)
+
+    return segment
+
+
+def segment_directory(
+    in_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    method: str = "classical",
+    model: str | os.PathLike | None = None,
+    **params: Any,
+) -> list[Path]:
+    """Segment the nuclei of every image in ``in_dir`` into one label TIFF each.
+
+    Backs ``cellstrata segment-nuclei IN_DIR OUT_DIR``. Reads every ``*.tif``, ``*.tiff`` and
+    ``*.png`` directly in ``in_dir`` (sorted; hidden files skipped), the first channel of
+    RGB(A) images, and writes a label image of the same name (``<stem>.tif`` for a PNG) to
+    ``out_dir``: uint16, uint32 beyond 65535 objects, zlib-compressed, written atomically.
+
+    Parameters
+    ----------
+    in_dir : path
+        Directory of single-plane nuclear stain images.
+    out_dir : path
+        Created if missing; must not be ``in_dir`` (outputs would overwrite inputs).
+    method : {"classical", "cellpose"}, default "classical"
+        ``"classical"``: :func:`segment_nuclei`. ``"cellpose"`` is reserved for an optional
+        deep-learning backend that is not installed here.
+    model : path or str, optional
+        Model for a learned backend; not used by ``"classical"``.
+    **params
+        Keyword arguments of :func:`segment_nuclei` (the same for every image), e.g.
+        ``diameter=None`` to estimate the diameter per image.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The written label files, in input order.
+
+    Raises
+    ------
+    NotImplementedError
+        For ``method="cellpose"``.
+    ValueError
+        For an unknown method or parameter, a ``model`` with ``"classical"``, no images in
+        ``in_dir``, ``out_dir == in_dir``, or two inputs mapping to the same output name.
+    FileNotFoundError
+        If ``in_dir`` is not a directory.
+    cellstrata.io.ImageReadError
+        If an image cannot be read or is not a 2-D plane (the message names the file).
+    """
+    segment = nuclei_segmenter(method, model, **params)
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    if not in_dir.is_dir():
+        raise FileNotFoundError(f"input directory {in_dir} does not exist")
+    if out_dir.exists() and out_dir.resolve() == in_dir.resolve():
+        raise ValueError(f"out_dir must differ from in_dir ({in_dir}): outputs would overwrite")
+    inputs = sorted(
+        path
+        for path in in_dir.iterdir()
+        if path.is_file()
+        and not path.name.startswith(".")
+        and path.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not inputs:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {in_dir}")
+    targets: dict[str, Path] = {}
+    for path in inputs:
+        name = f"{path.stem}.tif" if path.suffix.lower() == ".png" else path.name
+        if name in targets:
+            raise ValueError(f"{targets[name].name} and {path.name} would both write {name}")
+        targets[name] = path
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, path in targets.items():
+        labels = segment(read_nuclear_image(path))
+        target = out_dir / name
+        write_labels(target, labels)
+        written.append(target)
+        log.info("%s: %d nuclei", path.name, int(labels.max(initial=0)))
     return written
