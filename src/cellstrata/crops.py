@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cellstrata.io import atomic_path, read_image, site_file, write_parquet
+from cellstrata.io import atomic_path, check_labels, read_image, site_file, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -190,13 +190,7 @@ def crop_site(
     if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
         raise ValueError(f"size must be a positive integer; got {size!r}")
     size = int(size)
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be a 2-D label image; got shape {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must have an integer dtype; got {labels.dtype}")
-    if labels.size and labels.min() < 0:
-        raise ValueError("labels must not contain negative values")
+    labels = check_labels(labels, "labels")
     channels = list(images)
     if mask_channel and _MASK in channels:
         raise ValueError(f"an image channel is named {_MASK!r}, which the mask channel uses")

@@ -51,6 +51,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def check_labels(labels: np.ndarray, name: str) -> np.ndarray:
+    """Return ``labels`` as an array, refusing anything but a 2-D non-negative integer image."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D label image; got shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{name} must have an integer dtype; got {labels.dtype}")
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"{name} must not contain negative labels")
+    return labels
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read a single-plane image, raising :class:`ImageReadError` naming the file."""
     try:

@@ -31,7 +31,7 @@ from skimage.measure import regionprops
 from skimage.morphology import convex_hull_image, h_maxima
 from skimage.segmentation import clear_border, expand_labels, relabel_sequential, watershed
 
-from cellstrata.io import ImageReadError, site_file, write_labels
+from cellstrata.io import ImageReadError, check_labels, site_file, write_labels
 
 log = logging.getLogger(__name__)
 
@@ -121,17 +121,6 @@ def _check_image(image: np.ndarray, name: str) -> np.ndarray:
     if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool):
         raise ValueError(f"{name} must be numeric; got dtype {image.dtype}")
     return image
-
-
-def _check_labels(labels: np.ndarray, name: str) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D label image; got shape {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{name} must have an integer dtype; got {labels.dtype}")
-    if labels.size and labels.min() < 0:
-        raise ValueError(f"{name} must not contain negative labels")
-    return labels
 
 
 def _normalize(image: np.ndarray) -> np.ndarray:
@@ -922,7 +911,7 @@ def segment_cells(
         ``int32`` label image: cell ``k`` contains every pixel of nucleus ``k``, and the set
         of cell labels equals the set of nucleus labels.
     """
-    nuclei = _check_labels(nuclei, "nuclei")
+    nuclei = check_labels(nuclei, "nuclei")
     if expansion < 0 or max_distance < 0:
         raise ValueError("expansion and max_distance must be >= 0")
     nuclei = nuclei.astype(np.int32, copy=False)
@@ -990,8 +979,8 @@ def cytoplasm(nuclei: np.ndarray, cells: np.ndarray) -> np.ndarray:
         ``int32`` labels; cytoplasm ``k`` is cell ``k`` minus every nucleus. A cell that is all
         nucleus has no cytoplasm pixels.
     """
-    nuclei = _check_labels(nuclei, "nuclei")
-    cells = _check_labels(cells, "cells")
+    nuclei = check_labels(nuclei, "nuclei")
+    cells = check_labels(cells, "cells")
     if nuclei.shape != cells.shape:
         raise ValueError(f"nuclei shape {nuclei.shape} != cells shape {cells.shape}")
     return np.where(nuclei > 0, 0, cells).astype(np.int32, copy=False)
@@ -1056,8 +1045,8 @@ def match_f1(truth: np.ndarray, pred: np.ndarray, iou: float = 0.5) -> MatchCoun
     MatchCounts
         ``tp``, ``fp``, ``fn`` and the derived ``precision``, ``recall`` and ``f1``.
     """
-    truth = _check_labels(truth, "truth")
-    pred = _check_labels(pred, "pred")
+    truth = check_labels(truth, "truth")
+    pred = check_labels(pred, "pred")
     if truth.shape != pred.shape:
         raise ValueError(f"truth shape {truth.shape} != pred shape {pred.shape}")
     if not 0 < iou <= 1:
