@@ -747,3 +747,13 @@ def test_dsb2018_f1_at_iou_05():
     assert n_images >= 20
     assert total.f1 >= 0.92
     assert total.precision >= 0.93 and total.recall >= 0.89
+
+
+def test_empty_field_divided_by_illumination_has_no_nuclei():
+    # What an empty well looks like after plate-wide illumination correction: camera offset
+    # and noise divided by a smooth vignetting function, i.e. a bowl.
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:256, :256] / 256.0
+    illumination = 1.0 + 0.9 * ((yy - 0.5) ** 2 + (xx - 0.45) ** 2)
+    field = (100 + rng.poisson(20, (256, 256))) / illumination
+    assert segment_nuclei(field, diameter=16).max() == 0

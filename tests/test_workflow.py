@@ -263,3 +263,27 @@ def test_qc_flags_a_blurred_site_and_config_excludes_it(tmp_path):
     assert ("A02", 2) not in sites and ("A02", 1) in sites
     log = next((tmp_path / "run/logs/correct").rglob("A01-A03.log")).read_text()
     assert "well A02 site 2 excluded by QC (Blur)" in log
+
+
+def test_empty_fields_give_empty_masks_and_full_schema(tmp_path):
+    from cellstrata.example import generate_example
+
+    data = tmp_path / "data"
+    generate_example(data, plates=("SYN01",), rows="AB", columns=3, sites=1, seed=3)
+    # Row A becomes empty fields: camera offset and noise, no cells.
+    rng = np.random.default_rng(0)
+    for path in (data / "images/SYN01").glob("SYN01_A*.tif"):
+        tifffile.imwrite(path, (100 + rng.poisson(20, (256, 256))).astype(np.uint16))
+    config = example_config(data)
+    config["batching"] = {"wells_per_job": 3}
+    run_snakemake(tmp_path / "run", config)
+    results, version = tmp_path / "run/results", main_version(config)
+    masks = sorted((results / "masks" / version / "SYN01/A01-A03").glob("*.tiff"))
+    assert len(masks) == 3 * 3 and all(not tifffile.imread(m).any() for m in masks)
+    empty = pd.read_parquet(results / f"features/{version}/SYN01/A01-A03.parquet")
+    full = pd.read_parquet(results / f"features/{version}/SYN01/B01-B03.parquet")
+    assert len(empty) == 0 and len(full) > 0
+    assert list(empty.columns) == list(full.columns)
+    assert dict(empty.dtypes) == dict(full.dtypes)
+    profiles = _profiles(tmp_path / "run", "aggregated", version)
+    assert list(profiles["Metadata_Well"]) == ["B01", "B02", "B03"]
