@@ -31,9 +31,7 @@ run: $(VENV)/.installed-run $(EXAMPLE)/platemap.csv
 	$(BIN)/snakemake --cores $(CORES)
 	@cat results/summary.txt
 
-dry-setup: $(VENV)/.installed-run
-
-run: $(VENV)/.installed-run $(EXAMPLE)/platemap.csv
+dry-run: $(VENV)/.installed-run $(EXAMPLE)/platemap.csv
 	$(BIN)/snakemake -n
 
 test: $(VENV)/.installed-test
