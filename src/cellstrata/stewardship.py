@@ -502,12 +502,21 @@ def remote_has(workspace: Path, remote: str, oid: str) -> bool | None:
         return None
 
 
-def _locked(workspace: Path) -> dict[str, str]:
-    lock = workspace / "dvc.lock"
+def locked_outputs(workspace: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Outputs recorded in ``dvc.lock``: path -> ``{"md5", "size", "nfiles"}``."""
+    lock = Path(workspace, "dvc.lock")
     if not lock.exists():
         return {}
-    stages = yaml.safe_load(lock.read_text()).get("stages", {})
-    return {name: stage["outs"][0]["md5"] for name, stage in stages.items() if stage.get("outs")}
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    return {
+        out["path"]: {
+            "md5": out.get("md5"),
+            "size": int(out.get("size", 0)),
+            "nfiles": int(out.get("nfiles", 1)),
+        }
+        for stage in stages.values()
+        for out in stage.get("outs", [])
+    }
 
 
 def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.DataFrame:
@@ -521,7 +530,7 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
 
     workspace = Path(workspace)
     records = read_records(workspace / "results")
-    locked = _locked(workspace)
+    locked = locked_outputs(workspace)
     tracked = {(o.level, o.plate, o.version): o for o in tracked_outputs(config, workspace)}
     rows = []
     for plate in (p["name"] for p in config["plates"]):
@@ -539,7 +548,7 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
                     and r["wildcards"].get("seg") == version
                 ]
                 out = tracked.get((level, plate, version))
-                oid = locked.get(out.stage) if out else None
+                oid = locked.get(out.path, {}).get("md5") if out else None
                 on_remote = remote_has(workspace, out.remote, oid) if oid else None
                 if files:
                     state = "present"

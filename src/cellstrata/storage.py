@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from cellstrata.config import LEVEL_PATHS, LEVELS, level_path, level_versions, retention_of
 from cellstrata.provenance import read_records
+from cellstrata.stewardship import locked_outputs
 
 GB = 1e9
 TB = 1e12
@@ -40,23 +40,12 @@ def _raw_size(plate: Mapping[str, Any], workspace: Path) -> tuple[int, int, str]
     return 0, 0, "unknown"
 
 
-def _locked_sizes(workspace: Path) -> dict[str, tuple[int, int]]:
-    lock = workspace / "dvc.lock"
-    if not lock.exists():
-        return {}
-    sizes = {}
-    for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
-        for out in stage.get("outs", []):
-            sizes[out["path"]] = (int(out.get("nfiles", 1)), int(out.get("size", 0)))
-    return sizes
-
-
 def _level_size(
     workspace: Path,
     level: str,
     plate: str,
     version: str | None,
-    locked: Mapping[str, tuple[int, int]],
+    locked: Mapping[str, Mapping[str, Any]],
     recorded: Mapping[tuple, list[int]],
 ) -> tuple[int, int, str]:
     """Size of a plate's level: on disk, else in dvc.lock (archived), else in the records."""
@@ -65,7 +54,7 @@ def _level_size(
     if files:
         return files, size, "disk"
     if path in locked:
-        return *locked[path], "dvc.lock"
+        return locked[path]["nfiles"], locked[path]["size"], "dvc.lock"
     sizes = recorded.get((level, plate, version))
     if sizes:
         return len(sizes), sum(sizes), "records"
@@ -106,7 +95,7 @@ def storage_plan(config: Mapping[str, Any], workspace: str | os.PathLike = ".") 
     """
     workspace = Path(workspace)
     storage = config["storage"]
-    locked = _locked_sizes(workspace)
+    locked = locked_outputs(workspace)
     recorded: dict[tuple[str, str], list[int]] = {}
     for record in read_records(workspace / "results"):
         wildcards = record["wildcards"]
