@@ -10,9 +10,7 @@ rule illumination:
     benchmark:
         "logs/benchmark/illumination/{plate}/{channel}.tsv"
     params:
-        smoothing=config["illumination"]["smoothing"],
-        filter_size=config["illumination"]["filter_size"],
-        rescale=config["illumination"]["rescale"],
+        illumination=config["illumination"],
     threads: 1
     resources:
         mem_mb=2000,

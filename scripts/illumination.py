@@ -8,7 +8,5 @@ with recorded_job(snakemake):
         snakemake.input.manifest,
         snakemake.wildcards.channel,
         snakemake.output[0],
-        smoothing=snakemake.params.smoothing,
-        filter_size=snakemake.params.filter_size,
-        rescale=snakemake.params.rescale,
+        **snakemake.params.illumination,
     )

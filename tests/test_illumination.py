@@ -6,15 +6,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from conftest import shared
 
 from cellstrata.illumination import (
+    background_image,
+    block_minima,
+    compute_illumination,
     correct_batch,
     correct_image,
     illumination_function,
     mean_image,
+    read_function,
     read_stack,
     to_float,
 )
+from cellstrata.io import write_tiff
 
 
 def _vignetting(shape=(96, 128)):
@@ -71,6 +77,8 @@ def test_bad_options():
         illumination_function(np.ones((10, 10)), smoothing="tophat")
     with pytest.raises(ValueError, match="unknown rescale"):
         illumination_function(np.ones((10, 10)), rescale="max")
+    with pytest.raises(ValueError, match="unknown illumination mode"):
+        correct_image(np.ones((4, 4)), np.ones((4, 4)), mode="multiply")
     with pytest.raises(ValueError, match="shape"):
         mean_image([np.ones((4, 4)), np.ones((4, 5))])
 
@@ -126,3 +134,96 @@ def test_unreadable_image_is_named(tmp_path):
     with pytest.raises(Exception, match="plate P well B03 site 2 channel DNA"):
         correct_batch(rows, {"DNA": tmp_path / "illum.tiff"}, tmp_path / "out")
     assert not (tmp_path / "out" / "B03_s2.tiff").exists()
+
+
+def _background_sites(shape=(96, 128), n=30, seed=2):
+    """Sparse bright blobs on an additive background ramp; returns (sites, ramp in [0, 1])."""
+    ramp = 0.02 + 0.06 * np.linspace(0, 1, shape[1])[None, :] * np.ones(shape)
+    rng = np.random.default_rng(seed)
+    sites = []
+    for _ in range(n):
+        scene = ramp + rng.normal(0, 0.002, shape)
+        for y, x in rng.integers(0, shape, size=(8, 2)):
+            scene[max(0, y - 3) : y + 3, max(0, x - 3) : x + 3] += 0.4
+        sites.append(np.clip(scene * 65535, 0, 65535).astype(np.uint16))
+    return sites, ramp
+
+
+def test_block_minima_skip_zeros_and_pad():
+    image = np.arange(1, 26, dtype=float).reshape(5, 5)
+    image[0, 0] = 0  # a clipped pixel is not background
+    minima = block_minima(image, 2)
+    assert minima.shape == (3, 3)
+    assert minima[0, 0] == 2 and minima[2, 2] == 25  # edge block padded by replication
+    assert block_minima(np.zeros((4, 4)), 2).max() == 0
+
+
+def test_background_mode_recovers_and_removes_an_additive_ramp(tmp_path):
+    sites, ramp = _background_sites()
+    background = background_image((to_float(s) for s in sites), block_size=16)
+    assert background.shape == ramp.shape
+    assert np.corrcoef(background.ravel(), ramp.ravel())[0, 1] > 0.95
+    paths = []
+    for i, site in enumerate(sites):
+        paths.append(tmp_path / f"s{i}.tif")
+        tifffile.imwrite(paths[-1], site)
+    function = compute_illumination(
+        paths, mode="background", block_size=16, smoothing="gaussian", filter_size=16
+    )
+    # Not rescaled: a subtracted function keeps the intensity scale of the images (block
+    # minima sit a few noise sd below the mean background).
+    assert ramp.mean() - 6 * 0.002 < function.mean() <= ramp.mean()
+    corrected = np.median([correct_image(s, function, "background") for s in sites], axis=0)
+    assert corrected.min() >= 0
+    raw = np.median([to_float(s) for s in sites], axis=0)
+    left, right = (slice(None), slice(0, 20)), (slice(None), slice(-20, None))
+    assert raw[right].mean() - raw[left].mean() > 0.04
+    assert abs(corrected[right].mean() - corrected[left].mean()) < 0.005
+
+
+def test_background_image_rejects_mixed_shapes():
+    with pytest.raises(ValueError, match="image 1 has shape"):
+        background_image([np.ones((8, 8)), np.ones((8, 9))], block_size=4)
+
+
+def test_correct_batch_applies_the_recorded_mode(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", np.full((8, 8), 30000, np.uint16))
+    write_tiff(
+        tmp_path / "bg.tiff", np.full((8, 8), 0.25, np.float32), metadata={"mode": "background"}
+    )
+    assert read_function(tmp_path / "bg.tiff")[1] == "background"
+    rows = pd.DataFrame(
+        [
+            {
+                "Metadata_Plate": "P",
+                "Metadata_Well": "A01",
+                "Metadata_Site": 1,
+                "channel": "DNA",
+                "path": str(tmp_path / "a.tif"),
+            }
+        ]
+    )
+    (written,) = correct_batch(rows, {"DNA": tmp_path / "bg.tiff"}, tmp_path / "out")
+    np.testing.assert_allclose(read_stack(written)["DNA"], 30000 / 65535 - 0.25, rtol=1e-5)
+
+
+@pytest.mark.realdata
+def test_agrees_with_cellprofiler_functions_on_bbbc013():
+    """Our functions against CellProfiler's ``Channel*ILLUM.mat`` of the same plate.
+
+    CellProfiler made them from 96 images per channel; ../shared has the 48 of rows A-D, and
+    even the same method run on half of the images correlates only ~0.86 with its
+    all-image function (benchmarks/illumination_agreement.py prints both), so the bar here
+    is what half the images allow, not the 0.95 the full plate would.
+    """
+    from scipy.io import loadmat
+
+    data = shared("bbbc013_translocation")
+    for channel in (1, 2):
+        reference = loadmat(data / f"Channel{channel}ILLUM.mat")["Image"]
+        function = compute_illumination(sorted(data.glob(f"Channel{channel}-*.tif")))
+        r = np.corrcoef(function.ravel(), reference.ravel())[0, 1]
+        r_transposed = np.corrcoef(function.T.ravel(), reference.ravel())[0, 1]
+        print(f"\nChannel{channel}ILLUM.mat: r = {r:.3f} (transposed control {r_transposed:.3f})")
+        assert r >= 0.85
+        assert r_transposed < 0.3

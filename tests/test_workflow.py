@@ -14,7 +14,7 @@ import tifffile
 import yaml
 from conftest import REPO, example_config, main_version, run_snakemake
 
-from cellstrata.illumination import correct_image, to_float
+from cellstrata.illumination import correct_image, read_function, to_float
 
 pytestmark = pytest.mark.workflow
 
@@ -101,6 +101,16 @@ def test_illumination_flattened(example_run, small_example):
     print(f"corner/centre of the AGP plate mean: raw {before:.2f}, corrected {after:.2f}")
     assert before < 0.85
     assert abs(after - 1) < abs(before - 1) / 2
+
+
+def test_background_mode_reaches_the_rule(small_example, tmp_path):
+    config = example_config(small_example)
+    config["illumination"] = {"mode": "background", "block_size": 32}
+    run_snakemake(tmp_path, config, targets=["results/illumination/SYN01/AGP.tiff"])
+    function, mode = read_function(tmp_path / "results/illumination/SYN01/AGP.tiff")
+    assert mode == "background"
+    # Not rescaled to >= 1: a background estimate on the images' [0, 1] scale.
+    assert 0 < function.min() and function.max() < 0.5
 
 
 def test_dose_response_in_profiles(example_run):

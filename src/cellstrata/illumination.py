@@ -41,6 +41,60 @@ def mean_image(images: Iterable[np.ndarray]) -> np.ndarray:
     return total / count
 
 
+#: How a function is made and applied: ``regular`` (mean intensity, applied by division) or
+#: ``background`` (block minima, applied by subtraction), as CellProfiler's
+#: CorrectIlluminationCalculate "Regular" and "Background" intensities.
+MODES = ("regular", "background")
+#: Default rescaling per mode: a function that is subtracted must keep its intensity scale.
+DEFAULT_RESCALE = {"regular": "robust", "background": "none"}
+
+
+def block_minima(image: np.ndarray, block_size: int) -> np.ndarray:
+    """Minimum positive pixel of each ``block_size`` square block (edge-padded), CellProfiler-style.
+
+    Blocks with no positive pixel get 0.
+    """
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    pad = [(0, -n % block_size) for n in image.shape]
+    padded = np.pad(np.asarray(image, dtype=np.float64), pad, mode="edge")
+    # Zero pixels are usually clipped or masked, not background: CellProfiler skips them too.
+    padded[padded <= 0] = np.inf
+    rows, cols = (n // block_size for n in padded.shape)
+    minima = padded.reshape(rows, block_size, cols, block_size).min(axis=(1, 3))
+    minima[np.isinf(minima)] = 0.0
+    return minima
+
+
+def background_image(images: Iterable[np.ndarray], block_size: int = 60) -> np.ndarray:
+    """Background estimate: block minima averaged over images, bilinearly resized to full size.
+
+    Parameters
+    ----------
+    images : iterable of numpy.ndarray
+        Images of one channel on one plate (all the same shape).
+    block_size : int, default 60
+        Side of the blocks in pixels; large enough that every block holds some background.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 image of the input shape.
+    """
+    shapes = []
+
+    def minima() -> Iterator[np.ndarray]:
+        for count, image in enumerate(images):
+            if not shapes:
+                shapes.append(image.shape)
+            elif image.shape != shapes[0]:
+                raise ValueError(f"image {count} has shape {image.shape}, expected {shapes[0]}")
+            yield block_minima(image, block_size)
+
+    mean = mean_image(minima())
+    return resize(mean, shapes[0], order=1, mode="edge", anti_aliasing=False)
+
+
 def illumination_function(
     mean: np.ndarray,
     *,
@@ -48,20 +102,21 @@ def illumination_function(
     filter_size: int | None = None,
     rescale: str = "robust",
 ) -> np.ndarray:
-    """Smooth a mean image into an illumination function and rescale it.
+    """Smooth a mean (or background) image into an illumination function and rescale it.
 
     Parameters
     ----------
     mean : numpy.ndarray
-        Average of all images of one channel on one plate.
+        Average of all images of one channel on one plate, or :func:`background_image`.
     smoothing : {"median", "gaussian"}
         Median filtering ignores cells better; the Gaussian uses sigma = size / 2.35
         (CellProfiler's convention).
     filter_size : int, optional
         Filter size in pixels; default a fifth of the larger image side.
-    rescale : {"robust", "median"}
+    rescale : {"robust", "median", "none"}
         ``robust`` divides by the 2nd percentile and clips at 1, so dividing by the function
-        never brightens a pixel; ``median`` divides by the median.
+        never brightens a pixel; ``median`` divides by the median; ``none`` keeps the
+        intensity scale (for a background function that is subtracted).
 
     Returns
     -------
@@ -88,23 +143,47 @@ def illumination_function(
         function = np.maximum(smooth, floor) / floor
     elif rescale == "median":
         function = smooth / np.median(smooth)
+    elif rescale == "none":
+        function = smooth
     else:
-        raise ValueError(f"unknown rescale {rescale!r}; use 'robust' or 'median'")
+        raise ValueError(f"unknown rescale {rescale!r}; use 'robust', 'median' or 'none'")
     return function.astype(np.float32)
 
 
 def compute_illumination(
     paths: Sequence[str | os.PathLike],
     *,
+    mode: str = "regular",
+    block_size: int = 60,
     smoothing: str = "median",
     filter_size: int | None = None,
-    rescale: str = "robust",
+    rescale: str | None = None,
 ) -> np.ndarray:
-    """Illumination function of one plate × channel from its image files."""
-    log.info("averaging %d images", len(paths))
-    mean = mean_image(to_float(read_image(path)) for path in paths)
+    """Illumination function of one plate × channel from its image files.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        Every image of the channel on the plate.
+    mode : {"regular", "background"}, default "regular"
+        ``regular`` smooths the mean image (apply by division); ``background`` smooths
+        :func:`background_image` (apply by subtraction).
+    block_size : int, default 60
+        Block side for ``background`` mode.
+    smoothing, filter_size : see :func:`illumination_function`
+    rescale : {"robust", "median", "none"}, optional
+        Default :data:`DEFAULT_RESCALE` of the mode.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown illumination mode {mode!r}; use one of {list(MODES)}")
+    log.info("%s illumination from %d images", mode, len(paths))
+    images = (to_float(read_image(path)) for path in paths)
+    source = mean_image(images) if mode == "regular" else background_image(images, block_size)
     return illumination_function(
-        mean, smoothing=smoothing, filter_size=filter_size, rescale=rescale
+        source,
+        smoothing=smoothing,
+        filter_size=filter_size,
+        rescale=rescale or DEFAULT_RESCALE[mode],
     )
 
 
@@ -113,28 +192,56 @@ def write_illumination(
     channel: str,
     output: str | os.PathLike,
     *,
+    mode: str = "regular",
+    block_size: int = 60,
     smoothing: str = "median",
     filter_size: int | None = None,
-    rescale: str = "robust",
+    rescale: str | None = None,
 ) -> np.ndarray:
-    """Compute one channel's illumination function from a plate manifest; write it as TIFF."""
+    """Compute one channel's illumination function from a plate manifest; write it as TIFF.
+
+    The TIFF metadata records the ``mode``, so the correction applies the function the way
+    it was made (:func:`read_function`).
+    """
     manifest = pd.read_parquet(manifest_path)
     paths = list(manifest.loc[manifest["channel"] == channel, "path"])
     if not paths:
         raise ValueError(f"{manifest_path}: no image of channel {channel}")
     function = compute_illumination(
-        paths, smoothing=smoothing, filter_size=filter_size, rescale=rescale
+        paths,
+        mode=mode,
+        block_size=block_size,
+        smoothing=smoothing,
+        filter_size=filter_size,
+        rescale=rescale,
     )
     log.info("channel %s: %s", channel, describe_function(function))
-    write_tiff(output, function)
+    write_tiff(output, function, metadata={"mode": mode})
     return function
 
 
-def correct_image(image: np.ndarray, function: np.ndarray) -> np.ndarray:
-    """Divide a raw image (scaled to [0, 1]) by its illumination function."""
+def read_function(path: str | os.PathLike) -> tuple[np.ndarray, str]:
+    """Read an illumination function TIFF and its mode (``regular`` when not recorded)."""
+    with tifffile.TiffFile(path) as tif:
+        mode = (tif.shaped_metadata or [{}])[0].get("mode", "regular")
+        function = tif.asarray()
+    if mode not in MODES:
+        raise ImageReadError(f"{path}: unknown illumination mode {mode!r} in its metadata")
+    return function, mode
+
+
+def correct_image(image: np.ndarray, function: np.ndarray, mode: str = "regular") -> np.ndarray:
+    """Apply an illumination function to a raw image (scaled to [0, 1]).
+
+    ``regular`` divides by the function; ``background`` subtracts it and clips at 0.
+    """
     if image.shape != function.shape:
         raise ValueError(f"image shape {image.shape} != illumination shape {function.shape}")
-    return to_float(image) / function
+    if mode == "regular":
+        return to_float(image) / function
+    if mode == "background":
+        return np.maximum(to_float(image) - function, np.float32(0))
+    raise ValueError(f"unknown illumination mode {mode!r}; use one of {list(MODES)}")
 
 
 def correct_batch(
@@ -149,7 +256,7 @@ def correct_batch(
     manifest : pandas.DataFrame
         Manifest rows of the sites to correct (one batch).
     functions : Mapping[str, path]
-        Channel name -> illumination function TIFF.
+        Channel name -> illumination function TIFF (applied as its recorded mode says).
     out_dir : path
         Directory receiving ``{well}_s{site}.tiff``; channel names are stored in the TIFF
         metadata (``channels``) in the order of ``functions``.
@@ -161,14 +268,14 @@ def correct_batch(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    illum = {channel: tifffile.imread(path) for channel, path in functions.items()}
+    illum = {channel: read_function(path) for channel, path in functions.items()}
     written = []
     for (well, site), group in manifest.groupby(["Metadata_Well", "Metadata_Site"], sort=True):
         paths = dict(zip(group["channel"], group["path"], strict=True))
         planes = []
-        for channel, function in illum.items():
+        for channel, (function, mode) in illum.items():
             try:
-                planes.append(correct_image(read_image(paths[channel]), function))
+                planes.append(correct_image(read_image(paths[channel]), function, mode))
             except (ImageReadError, ValueError) as err:
                 plate = group["Metadata_Plate"].iloc[0]
                 raise ImageReadError(
