@@ -308,8 +308,8 @@ def test_registered_group_plugs_in(monkeypatch):
     def columns(channels):
         return [f"Dummy_Count_{c}" for c in channels]
 
-    def measure(objects, images):
-        return {f"Dummy_Count_{c}": objects.counts.astype(float) for c in images}
+    def measure(objects, site):
+        return {f"Dummy_Count_{c}": objects.counts.astype(float) for c in site.images}
 
     monkeypatch.setitem(features.FEATURE_GROUPS, "Dummy", FeatureGroup("Dummy", columns, measure))
     labels, images = _site()
@@ -533,3 +533,15 @@ def test_sparse_huge_label_values():
     got = measure_site(big, images)
     assert got["ObjectNumber"].tolist() == [10**12, 2 * 10**12, 3 * 10**12]
     pd.testing.assert_frame_equal(got.iloc[:, 1:], expected.iloc[:, 1:])
+
+
+def test_group_options_are_checked_and_timings_recorded():
+    labels, images = _site()
+    with pytest.raises(ValueError, match="AreaShape: unknown option"):
+        measure_site(labels, images, options={"AreaShape": {"scales": [3]}})
+    with pytest.raises(ValueError, match="not measured"):
+        measure_site(labels, images, groups=["AreaShape"], options={"Intensity": {}})
+    timings = {}
+    measure_site(labels, images, groups=["AreaShape", "Intensity"], timings=timings)
+    assert set(timings) == {"AreaShape", "Intensity"}
+    assert all(t > 0 for t in timings.values())

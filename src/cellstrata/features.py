@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import cached_property
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,7 @@ import skimage.measure
 import skimage.morphology
 
 from cellstrata.io import read_image, site_file, write_parquet
+from cellstrata.measure.objects import CompartmentObjects, FeatureGroup, Site
 
 log = logging.getLogger(__name__)
 
@@ -108,197 +109,9 @@ INTENSITY_LOCATION_FEATURES = (
     "MaxIntensity_Y",
 )
 
-# Above this many distinct label values a dense lookup table would waste memory.
-_MAX_LUT_SIZE = 1 << 24
-
-
-# --------------------------------------------------------------------------------------------
-# Per-compartment pixel bookkeeping shared by all feature groups
-# --------------------------------------------------------------------------------------------
-
-
-class CompartmentObjects:
-    """Pixels of one compartment's objects, grouped by object, computed once per site.
-
-    Feature groups receive this object instead of the raw label image so that expensive
-    bookkeeping (finding each object's pixels, outlines, bounding boxes) is shared.
-
-    Parameters
-    ----------
-    name : str
-        Compartment name, e.g. ``"Cells"``.
-    labels : numpy.ndarray
-        2-D integer label image of the compartment.
-    object_ids : numpy.ndarray
-        Sorted, unique, positive label values defining the object set (one row each).
-        Labels in ``labels`` that are not in ``object_ids`` are ignored.
-
-    Attributes
-    ----------
-    name : str
-        Compartment name.
-    object_ids : numpy.ndarray
-        ``int64`` label value of each output row.
-    n_objects : int
-        Number of output rows.
-    labels : numpy.ndarray
-        The label image with labels outside ``object_ids`` set to 0.
-    pixels : numpy.ndarray
-        Flat (raveled) pixel indices of all object pixels, grouped by object in row order and
-        in raster order within each object.
-    pixel_object : numpy.ndarray
-        Row index (0..n_objects-1) of each entry of ``pixels``.
-    counts : numpy.ndarray
-        Number of pixels of each object (0 where the object is absent in this compartment).
-    starts : numpy.ndarray
-        Offset of each object's first pixel in ``pixels``.
-    present : numpy.ndarray
-        Boolean, ``counts > 0``; absent objects get NaN features.
-    """
-
-    def __init__(self, name: str, labels: np.ndarray, object_ids: np.ndarray) -> None:
-        self.name = name
-        self.object_ids = np.asarray(object_ids, dtype=np.int64)
-        self.n_objects = int(self.object_ids.size)
-        self.shape = labels.shape
-
-        flat = labels.ravel()
-        index = _row_index(flat, self.object_ids)
-        pixels = np.flatnonzero(index >= 0)
-        rows = index[pixels]
-        # A stable sort keeps raster order inside each object; uint16 keys use numpy's radix
-        # sort, which is much faster than a comparison sort here.
-        key = rows.astype(np.uint16) if self.n_objects <= np.iinfo(np.uint16).max else rows
-        order = np.argsort(key, kind="stable")
-        self.pixels = pixels[order]
-        self.pixel_object = rows[order]
-        self.counts = np.bincount(self.pixel_object, minlength=self.n_objects).astype(np.int64)
-        self.starts = np.cumsum(self.counts) - self.counts
-        self.present = self.counts > 0
-
-        selected = np.zeros(flat.size, dtype=labels.dtype)
-        selected[self.pixels] = flat[self.pixels]
-        self.labels = selected.reshape(labels.shape)
-
-    @cached_property
-    def pixel_y(self) -> np.ndarray:
-        """Row (y) coordinate of each entry of :attr:`pixels`, ``float64``."""
-        return (self.pixels // self.shape[1]).astype(np.float64)
-
-    @cached_property
-    def pixel_x(self) -> np.ndarray:
-        """Column (x) coordinate of each entry of :attr:`pixels`, ``float64``."""
-        return (self.pixels % self.shape[1]).astype(np.float64)
-
-    @cached_property
-    def pixel_edge(self) -> np.ndarray:
-        """Whether each entry of :attr:`pixels` lies on its object's outline.
-
-        Same definition as CellProfiler's ``outline`` (centrosome): a pixel whose
-        8-neighbourhood holds a different label, or that touches the image border.
-        """
-        return _outline(self.labels).ravel()[self.pixels]
-
-    @cached_property
-    def bboxes(self) -> np.ndarray:
-        """``(n_objects, 4)`` int array ``min_row, min_col, max_row + 1, max_col + 1``.
-
-        Rows of absent objects are 0.
-        """
-        out = np.zeros((self.n_objects, 4), dtype=np.int64)
-        if not self.present.any():
-            return out
-        starts = self.starts[self.present]
-        ends = starts + self.counts[self.present]
-        y = self.pixels // self.shape[1]
-        x = self.pixels % self.shape[1]
-        # Raster order within objects: first/last pixel hold the min/max row.
-        out[self.present, 0] = y[starts]
-        out[self.present, 2] = y[ends - 1] + 1
-        out[self.present, 1] = np.minimum.reduceat(x, starts)
-        out[self.present, 3] = np.maximum.reduceat(x, starts) + 1
-        return out
-
-    def slices(self) -> list[tuple[slice, slice] | None]:
-        """Bounding-box slices per object (``None`` where absent), for per-object loops."""
-        return [
-            (slice(b[0], b[2]), slice(b[1], b[3])) if ok else None
-            for b, ok in zip(self.bboxes.tolist(), self.present.tolist(), strict=True)
-        ]
-
-    def sorted_segments(self, values: np.ndarray) -> np.ndarray:
-        """Copy of per-pixel ``values`` sorted ascending within each object's segment."""
-        out = values.copy()
-        # Sorting each object's segment separately is several times faster than a global
-        # lexsort by (object, value) and exact (no composite-key rounding).
-        for start, count in zip(self.starts.tolist(), self.counts.tolist(), strict=True):
-            if count > 1:
-                out[start : start + count].sort()
-        return out
-
-
-def _row_index(flat_labels: np.ndarray, object_ids: np.ndarray) -> np.ndarray:
-    """Row index of each pixel's label in ``object_ids``, or -1 (background / not an object)."""
-    top = int(flat_labels.max(initial=0))
-    if top < _MAX_LUT_SIZE:
-        lut = np.full(top + 1, -1, dtype=np.int64)
-        ids = object_ids[object_ids <= top]
-        lut[ids] = np.searchsorted(object_ids, ids)
-        return lut[flat_labels]
-    # Sparse, huge label values: binary search instead of a giant lookup table.
-    if object_ids.size == 0:
-        return np.full(flat_labels.shape, -1, dtype=np.int64)
-    pos = np.minimum(np.searchsorted(object_ids, flat_labels), object_ids.size - 1)
-    return np.where(object_ids[pos] == flat_labels, pos, -1)
-
-
-def _outline(labels: np.ndarray) -> np.ndarray:
-    """Boolean outline mask matching ``centrosome.outline.outline(labels) > 0``."""
-    diff = np.zeros(labels.shape, dtype=bool)
-    for a, b in (
-        ((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
-        ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
-        ((slice(1, None), slice(1, None)), (slice(None, -1), slice(None, -1))),
-        ((slice(1, None), slice(None, -1)), (slice(None, -1), slice(1, None))),
-    ):
-        d = labels[a] != labels[b]
-        diff[a] |= d
-        diff[b] |= d
-    # Objects cut by the image border get an edge there, as in CellProfiler.
-    diff[0, :] = diff[-1, :] = True
-    diff[:, 0] = diff[:, -1] = True
-    return diff & (labels > 0)
-
-
 # --------------------------------------------------------------------------------------------
 # Feature group registry
 # --------------------------------------------------------------------------------------------
-
-#: ``measure(objects, images) -> {column suffix: float array of length n_objects}``.
-MeasureFn = Callable[[CompartmentObjects, Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
-
-
-@dataclass(frozen=True)
-class FeatureGroup:
-    """One pluggable family of measurements.
-
-    Parameters
-    ----------
-    name : str
-        Registry key, e.g. ``"Intensity"``.
-    columns : callable
-        ``columns(channels) -> list[str]``: column names without the ``{Compartment}_``
-        prefix, in output order. Must not depend on data, so empty sites keep the schema.
-    measure : callable
-        ``measure(objects, images) -> {suffix: array}`` where ``objects`` is a
-        :class:`CompartmentObjects` and each array has one value per object row. Must return
-        exactly the suffixes given by ``columns(list(images))``.
-    """
-
-    name: str
-    columns: Callable[[Sequence[str]], list[str]]
-    measure: MeasureFn
-
 
 #: Registered feature groups, in output column order.
 FEATURE_GROUPS: dict[str, FeatureGroup] = {}
@@ -376,9 +189,7 @@ def _second_moments(objects: CompartmentObjects) -> tuple[np.ndarray, ...]:
     return 4 * np.sqrt(l1), 4 * np.sqrt(l2), eccentricity, orientation
 
 
-def _measure_areashape(
-    objects: CompartmentObjects, images: Mapping[str, np.ndarray]
-) -> dict[str, np.ndarray]:
+def _measure_areashape(objects: CompartmentObjects, site: Site) -> dict[str, np.ndarray]:
     n = objects.n_objects
     out = {f"AreaShape_{f}": np.full(n, np.nan) for f in AREASHAPE_FEATURES}
     if not objects.present.any():
@@ -473,10 +284,9 @@ def _cp_quantile(
     return np.where(has_next, lo * (1 - frac) + hi * frac, lo)
 
 
-def _measure_intensity(
-    objects: CompartmentObjects, images: Mapping[str, np.ndarray]
-) -> dict[str, np.ndarray]:
+def _measure_intensity(objects: CompartmentObjects, site: Site) -> dict[str, np.ndarray]:
     n = objects.n_objects
+    images = site.images
     out = {name: np.full(n, np.nan) for name in _intensity_columns(list(images))}
     if not objects.present.any() or not images:
         return out
@@ -586,9 +396,7 @@ def _location_columns(channels: Sequence[str]) -> list[str]:
     return ["Location_Center_X", "Location_Center_Y"]
 
 
-def _measure_location(
-    objects: CompartmentObjects, images: Mapping[str, np.ndarray]
-) -> dict[str, np.ndarray]:
+def _measure_location(objects: CompartmentObjects, site: Site) -> dict[str, np.ndarray]:
     n = objects.n_objects
     with np.errstate(divide="ignore", invalid="ignore"):
         # Absent objects divide 0 by 0 -> NaN, which is what we want.
@@ -634,6 +442,17 @@ def _check_channels(channels: Sequence[str]) -> tuple[str, ...]:
     return chans
 
 
+def _resolve_options(
+    selected: tuple[FeatureGroup, ...], options: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, dict[str, Any]]:
+    options = dict(options or {})
+    names = {g.name for g in selected}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise ValueError(f"options for feature group(s) not measured: {unknown}")
+    return {g.name: g.resolve(options.get(g.name)) for g in selected}
+
+
 def _check_groups(groups: Sequence[str] | None) -> tuple[FeatureGroup, ...]:
     if groups is None:
         return tuple(FEATURE_GROUPS.values())
@@ -650,6 +469,7 @@ def feature_columns(
     compartments: Sequence[str] = COMPARTMENTS,
     *,
     groups: Sequence[str] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[str]:
     """Feature column names produced by :func:`measure_site`, in output order.
 
@@ -662,6 +482,9 @@ def feature_columns(
     groups : sequence of str, optional
         Feature groups to include (keys of :data:`FEATURE_GROUPS`), in output order.
         Default: all registered groups in registration order.
+    options : mapping, optional
+        ``{group name: {option: value}}`` overriding a group's default options (e.g. texture
+        scales), which can change its columns.
 
     Returns
     -------
@@ -676,12 +499,10 @@ def feature_columns(
     """
     chans = _check_channels(channels)
     comps = _check_compartments(compartments)
-    return [
-        f"{comp}_{suffix}"
-        for comp in comps
-        for group in _check_groups(groups)
-        for suffix in group.columns(chans)
-    ]
+    selected = _check_groups(groups)
+    resolved = _resolve_options(selected, options)
+    suffixes = [s for g in selected for s in g.column_names(chans, resolved[g.name])]
+    return [f"{comp}_{suffix}" for comp in comps for suffix in suffixes]
 
 
 def _check_inputs(
@@ -747,6 +568,8 @@ def measure_site(
     *,
     compartments: Sequence[str] = COMPARTMENTS,
     groups: Sequence[str] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """Measure every object of one site, with CellProfiler column names.
 
@@ -764,6 +587,11 @@ def measure_site(
         Compartments to measure, in output order; each needs an entry in ``labels``.
     groups : sequence of str, optional
         Feature groups to compute (keys of :data:`FEATURE_GROUPS`); default all registered.
+    options : mapping, optional
+        ``{group name: {option: value}}`` overriding the groups' default options.
+    timings : dict, optional
+        If given, the seconds spent in each group (all compartments) are added to
+        ``timings[group name]``; benchmarks read it.
 
     Returns
     -------
@@ -794,20 +622,23 @@ def measure_site(
     """
     comps = _check_compartments(compartments)
     selected = _check_groups(groups)
+    resolved = _resolve_options(selected, options)
     arrays, imgs, reference = _check_inputs(labels, images, comps)
     channels = list(imgs)
-    columns = feature_columns(channels, comps, groups=[g.name for g in selected])
+    columns = feature_columns(channels, comps, groups=[g.name for g in selected], options=options)
 
     object_ids = _object_ids(arrays[reference])
     n = object_ids.size
     matrix = np.full((n, len(columns)), np.nan, dtype=np.float32)
     if n:
         position = {name: i for i, name in enumerate(columns)}
-        for comp in comps:
-            objects = CompartmentObjects(comp, arrays[comp], object_ids)
+        objects = {comp: CompartmentObjects(comp, arrays[comp], object_ids) for comp in comps}
+        site = Site(imgs, {comp: objs.labels for comp, objs in objects.items()})
+        for comp, objs in objects.items():
             for group in selected:
-                expected = group.columns(channels)
-                result = group.measure(objects, imgs)
+                started = time.perf_counter()
+                expected = group.column_names(channels, resolved[group.name])
+                result = group.measure(objs, site, **resolved[group.name])
                 if set(result) != set(expected):
                     raise RuntimeError(
                         f"feature group {group.name!r} returned columns that differ from "
@@ -816,8 +647,11 @@ def measure_site(
                 for suffix in expected:
                     values = np.asarray(result[suffix], dtype=np.float64)
                     # Absent objects are NaN whatever a plug-in returned for them.
-                    values = np.where(objects.present, values, np.nan)
+                    values = np.where(objs.present, values, np.nan)
                     matrix[:, position[f"{comp}_{suffix}"]] = values
+                if timings is not None:
+                    elapsed = time.perf_counter() - started
+                    timings[group.name] = timings.get(group.name, 0.0) + elapsed
 
     frame = pd.DataFrame(matrix, columns=columns)
     frame.insert(0, "ObjectNumber", object_ids.astype(np.int64))
@@ -829,6 +663,9 @@ def measure_batch(
     masks_dir: str | os.PathLike,
     plate: str,
     output: str | os.PathLike,
+    *,
+    groups: Sequence[str] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """Measure every site of one job; write one Parquet in CytoTable's joined layout.
 
@@ -844,6 +681,8 @@ def measure_batch(
         Parquet file: ``Metadata_Plate, Metadata_Well, Metadata_Site, Metadata_ObjectNumber``
         then the float32 features, one row per cell. A job without cells writes zero rows
         with the full schema.
+    groups, options : optional
+        Feature groups and their options, as for :func:`measure_site`.
     """
     from cellstrata.illumination import iter_corrected_sites
 
@@ -856,7 +695,7 @@ def measure_batch(
             )
             for compartment in COMPARTMENTS
         }
-        table = measure_site(labels, images)
+        table = measure_site(labels, images, groups=groups, options=options)
         table.insert(0, "Metadata_Plate", plate)
         table.insert(1, "Metadata_Well", well)
         table.insert(2, "Metadata_Site", np.int64(site))
@@ -864,7 +703,5 @@ def measure_batch(
         log.info("plate %s well %s site %d: %d cells", plate, well, site, len(table))
     cells = pd.concat(parts, ignore_index=True)
     write_parquet(output, cells)
-    log.info(
-        "%d cells x %d features (channels %s)", len(cells), len(feature_columns(channels)), channels
-    )
+    log.info("%d cells x %d features (channels %s)", len(cells), len(cells.columns) - 4, channels)
     return cells

@@ -1,0 +1,1 @@
+"""Measurement families of the features level (one module per CellProfiler module)."""
