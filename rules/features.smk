@@ -9,6 +9,9 @@ rule features:
         "logs/features/{seg}/{plate}/{batch}.log",
     benchmark:
         "logs/benchmark/features/{seg}/{plate}/{batch}.tsv"
+    params:
+        groups=config["features"]["groups"],
+        options=config["features"]["options"],
     threads: 1
     resources:
         mem_mb=2000,

@@ -9,4 +9,6 @@ with recorded_job(snakemake):
         snakemake.input.masks,
         snakemake.wildcards.plate,
         snakemake.output[0],
+        groups=snakemake.params.groups,
+        options=snakemake.params.options,
     )

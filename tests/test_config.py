@@ -95,3 +95,19 @@ def test_schema_rejects(tmp_path, change):
     config.update(change)
     with pytest.raises(WorkflowError):
         load_config(_write(tmp_path, config))
+
+
+@pytest.mark.parametrize(
+    ("features", "message"),
+    [
+        ({"groups": ["AreaShape", "Sharpness"]}, "unknown feature group"),
+        ({"options": {"AreaShape": {"scales": [3]}}}, "AreaShape: unknown option"),
+    ],
+)
+def test_feature_set_is_checked(tmp_path, features, message):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["features"] = features
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)

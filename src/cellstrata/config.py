@@ -142,6 +142,14 @@ def check_config(config: dict[str, Any]) -> None:
     pm = config["platemap"]
     if pm["well_column"] is None and (pm["row_column"] is None or pm["column_column"] is None):
         raise ConfigError("platemap: set well_column, or both row_column and column_column")
+    from cellstrata.features import feature_columns
+
+    try:
+        feature_columns(
+            names, groups=config["features"]["groups"], options=config["features"]["options"]
+        )
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"features: {err}") from err
 
 
 def segmentation_versions(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
