@@ -227,3 +227,11 @@ def test_agrees_with_cellprofiler_functions_on_bbbc013():
         print(f"\nChannel{channel}ILLUM.mat: r = {r:.3f} (transposed control {r_transposed:.3f})")
         assert r >= 0.85
         assert r_transposed < 0.3
+
+
+def test_mode_none_only_scales(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", np.full((6, 7), 51, np.uint8))
+    function = compute_illumination([tmp_path / "a.tif"], mode="none")
+    assert function.shape == (6, 7) and np.all(function == 1)
+    image = tifffile.imread(tmp_path / "a.tif")
+    np.testing.assert_allclose(correct_image(image, function, "none"), 0.2, rtol=1e-6)

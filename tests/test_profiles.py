@@ -10,6 +10,7 @@ from cellstrata.config import PROFILE_STEPS
 from cellstrata.profiles import (
     PlatemapError,
     annotate_profiles,
+    build_profiles,
     mark_controls,
     read_platemap,
     write_profiles,
@@ -136,3 +137,14 @@ def test_missing_platemap_column(platemap_file):
 def test_zprime():
     assert zprime([10, 10.1, 9.9], [0, 0.1, -0.1]) == pytest.approx(1 - 3 * 0.2 / 10)
     assert zprime([1, 3], [0, 2]) < 0
+
+
+def test_one_well_plate_is_a_clear_error(tmp_path, platemap_file):
+    paths = _write_batches(tmp_path, _cells(["A01"]))
+    with pytest.raises(ValueError, match=r"at least 2 wells .*\['A01'\]"):
+        build_profiles(
+            paths,
+            platemap_file,
+            platemap_options={"well_column": "well_position"},
+            controls={"column": "role", "negative": ["negative"], "positive": ["positive"]},
+        )

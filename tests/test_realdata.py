@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, main_version, run_snakemake, shared
+from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 
 from cellstrata.profiles import zprime
@@ -72,3 +74,53 @@ def test_nf1_plate_runs_through(tmp_path):
     assert set(profiles["Metadata_genotype"]) == {"WT", "Null"}
     assert (profiles["Metadata_Object_Count"] > 5).all()
     assert "Cytoplasm_Intensity_MeanIntensity_ER" in profiles
+
+
+def match_by_centroid(ours: np.ndarray, theirs: np.ndarray, max_distance: float) -> np.ndarray:
+    """One-to-one matching of centroids (Hungarian), pairs closer than ``max_distance``.
+
+    Returns ``(k, 2)`` index pairs ``(theirs row, ours row)``.
+    """
+    distance = np.hypot(*(theirs[:, None, :] - ours[None, :, :]).transpose(2, 0, 1))
+    cost = np.where(distance <= max_distance, distance, 1e9)
+    rows, cols = linear_sum_assignment(cost)
+    keep = distance[rows, cols] <= max_distance
+    return np.column_stack([rows[keep], cols[keep]])
+
+
+def test_examplehuman_matches_cellprofiler(tmp_path):
+    data = shared("cellprofiler_outputs", "ExampleHuman")
+    config = yaml.safe_load((REPO / "config/examples/examplehuman.yaml").read_text())
+    config["plates"][0]["images"] = str(data)
+    config["plates"][0]["platemap"] = str(REPO / "config/examples/examplehuman_platemap.csv")
+    # One well: per-well profiles are undefined, so the run stops at the features level.
+    table = f"results/features/{main_version(config)}/ExampleHuman/D03.parquet"
+    run_snakemake(tmp_path, config, targets=[table])
+    ours = pd.read_parquet(tmp_path / table)
+    cellprofiler = pd.read_csv(data / "Nuclei.csv")
+    centres = ["Location_Center_X", "Location_Center_Y"]
+    # A sixth of a nucleus diameter: the same nucleus, not a neighbour or a split piece.
+    pairs = match_by_centroid(
+        ours[[f"Nuclei_{c}" for c in centres]].to_numpy(), cellprofiler[centres].to_numpy(), 2.0
+    )
+    matched = len(pairs) / len(cellprofiler)
+    r = {}
+    for name in (
+        "AreaShape_Area",
+        "Intensity_MeanIntensity_DNA",
+        "Intensity_MeanIntensity_PH3",
+        "Intensity_IntegratedIntensity_DNA",
+        "AreaShape_Eccentricity",
+    ):
+        theirs = cellprofiler[name].to_numpy()[pairs[:, 0]]
+        mine = ours[f"Nuclei_{name}"].to_numpy()[pairs[:, 1]]
+        r[name] = np.corrcoef(theirs, mine)[0, 1]
+        print(f"{name}: r = {r[name]:.4f} (median ratio {np.median(mine / theirs):.3f})")
+    print(f"CellProfiler nuclei {len(cellprofiler)}, ours {len(ours)}, matched {len(pairs)}")
+    print(
+        f"matched_fraction={matched:.4f} r_area={r['AreaShape_Area']:.4f} "
+        f"r_intensity={r['Intensity_MeanIntensity_DNA']:.4f}"
+    )
+    assert matched >= 0.93
+    assert r["AreaShape_Area"] >= 0.98
+    assert r["Intensity_MeanIntensity_DNA"] >= 0.98

@@ -41,12 +41,14 @@ def mean_image(images: Iterable[np.ndarray]) -> np.ndarray:
     return total / count
 
 
-#: How a function is made and applied: ``regular`` (mean intensity, applied by division) or
+#: How a function is made and applied: ``regular`` (mean intensity, applied by division),
 #: ``background`` (block minima, applied by subtraction), as CellProfiler's
-#: CorrectIlluminationCalculate "Regular" and "Background" intensities.
-MODES = ("regular", "background")
+#: CorrectIlluminationCalculate "Regular" and "Background" intensities, or ``none`` (a flat
+#: function: images are only scaled to [0, 1], e.g. for a plate of one site, whose mean is
+#: no estimate of the illumination).
+MODES = ("regular", "background", "none")
 #: Default rescaling per mode: a function that is subtracted must keep its intensity scale.
-DEFAULT_RESCALE = {"regular": "robust", "background": "none"}
+DEFAULT_RESCALE = {"regular": "robust", "background": "none", "none": "none"}
 
 
 def block_minima(image: np.ndarray, block_size: int) -> np.ndarray:
@@ -165,9 +167,9 @@ def compute_illumination(
     ----------
     paths : sequence of path
         Every image of the channel on the plate.
-    mode : {"regular", "background"}, default "regular"
+    mode : {"regular", "background", "none"}, default "regular"
         ``regular`` smooths the mean image (apply by division); ``background`` smooths
-        :func:`background_image` (apply by subtraction).
+        :func:`background_image` (apply by subtraction); ``none`` returns ones.
     block_size : int, default 60
         Block side for ``background`` mode.
     smoothing, filter_size : see :func:`illumination_function`
@@ -176,6 +178,8 @@ def compute_illumination(
     """
     if mode not in MODES:
         raise ValueError(f"unknown illumination mode {mode!r}; use one of {list(MODES)}")
+    if mode == "none":
+        return np.ones(read_image(paths[0]).shape, dtype=np.float32)
     log.info("%s illumination from %d images", mode, len(paths))
     images = (to_float(read_image(path)) for path in paths)
     source = mean_image(images) if mode == "regular" else background_image(images, block_size)
@@ -233,10 +237,13 @@ def read_function(path: str | os.PathLike) -> tuple[np.ndarray, str]:
 def correct_image(image: np.ndarray, function: np.ndarray, mode: str = "regular") -> np.ndarray:
     """Apply an illumination function to a raw image (scaled to [0, 1]).
 
-    ``regular`` divides by the function; ``background`` subtracts it and clips at 0.
+    ``regular`` divides by the function; ``background`` subtracts it and clips at 0;
+    ``none`` only scales.
     """
     if image.shape != function.shape:
         raise ValueError(f"image shape {image.shape} != illumination shape {function.shape}")
+    if mode == "none":
+        return to_float(image)
     if mode == "regular":
         return to_float(image) / function
     if mode == "background":

@@ -219,6 +219,15 @@ def build_profiles(
     """
     platemap = mark_controls(read_platemap(platemap_path, **platemap_options), **controls)
     aggregated = aggregate_features(feature_paths, operation=aggregate_operation)
+    if len(aggregated) < 2:
+        # pycytominer's normalize and variance filter need a spread of wells; its own error
+        # for one well ("X contains only one sample") names neither the plate nor the cause.
+        wells = aggregated["Metadata_Well"].tolist() if len(aggregated) else []
+        raise ValueError(
+            f"plate {', '.join(map(str, feature_paths))}: per-well profiles need at least 2 "
+            f"wells with cells to normalize and select features; found {wells}. The single-cell "
+            "features are complete; stop at the features level for such a plate."
+        )
     annotated = annotate_profiles(aggregated, platemap)
     normalized = normalize_profiles(annotated, method=normalize_method, samples=normalize_samples)
     selected = select_features(normalized, operations=feature_select_operations)
