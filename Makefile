@@ -17,8 +17,12 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# torch first and exactly torch==2.13.0 (a local CPU wheel here; another spec fetches CUDA), then
+# the cellpose extra, then cellpose without its numpy<2.1 pin (see pyproject.toml).
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[test,cellpose,embed]"
+	$(BIN)/python -m pip install --quiet --no-deps cellpose==3.1.1.3
 	touch $@ $(VENV)/.installed-run
 
 # Regenerated only when the generator changes, so reruns find the workflow up to date.

@@ -1,6 +1,7 @@
 rule profiles:
     input:
         features=batch_features,
+        embeddings=batch_embeddings,
         platemap=platemap_of,
     output:
         aggregated=retained("profiles", "results/profiles/{seg}/{plate}/{plate}_aggregated.parquet"),

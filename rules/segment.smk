@@ -1,6 +1,7 @@
 rule segment:
     input:
         "results/corrected/{plate}/{batch}",
+        models=segmentation_models,
     output:
         retained("masks", directory("results/masks/{seg}/{plate}/{batch}")),
         provenance="results/provenance/{plate}/segment/{seg}/{batch}.json",
@@ -14,6 +15,7 @@ rule segment:
     resources:
         mem_mb=2000,
         runtime=60,
+        gpu=segmentation_gpus,
     conda:
         "../envs/images.yaml"
     script:

@@ -1,6 +1,7 @@
 rule summary:
     input:
-        manifests=expand("results/manifest/{plate}.parquet", plate=list(PLATES)),
+        manifests=manifest_files(),
+        cellprofiler=cellprofiler_feature_files(),
         profiles=profile_files(),
     output:
         "results/summary.txt",

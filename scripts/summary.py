@@ -10,4 +10,5 @@ with logged(snakemake.log[0]):
         experiment=snakemake.params.experiment,
         retention=snakemake.params.retention,
         version=snakemake.params.version,
+        cellprofiler=snakemake.input.cellprofiler,
     )

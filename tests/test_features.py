@@ -19,6 +19,7 @@ from cellstrata.features import (
     feature_columns,
     measure_site,
 )
+from cellstrata.measure import shape
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -208,7 +209,16 @@ def test_empty_cytoplasm_is_nan_not_error(site_frame):
     row = site_frame.loc[3]
     cyto = row[[c for c in site_frame.columns if c.startswith("Cytoplasm_")]]
     assert cyto.isna().all()
-    others = row[[c for c in site_frame.columns if not c.startswith("Cytoplasm_")]]
+    # A 3x3 object has no pixel pairs 3 px apart: its texture is NaN, as in CellProfiler.
+    # AGP is constant: correlations with it (Pearson, Costes) are undefined (NaN) for all.
+    undefined = ("_Texture_", "_Correlation_Correlation_", "_Correlation_Costes_")
+    others = row[
+        [
+            c
+            for c in site_frame.columns
+            if not c.startswith("Cytoplasm_") and not any(u in c for u in undefined)
+        ]
+    ]
     assert others.notna().all()
     assert row["Cells_AreaShape_Area"] == row["Nuclei_AreaShape_Area"] == 9
 
@@ -220,8 +230,11 @@ def test_schema_and_dtypes(site_frame):
     assert frame["ObjectNumber"].dtype == np.int64
     assert (frame.dtypes.iloc[1:] == np.float32).all()
     assert frame["ObjectNumber"].tolist() == [1, 2, 3]
-    # 20 AreaShape + 19 per channel (15 Intensity + 4 Location) + 2 Location per compartment.
-    assert len(expected) - 1 == 3 * (20 + 19 * 2 + 2)
+    # Per compartment: 55 AreaShape, 2 Location, 10 Correlation (one channel pair), and per
+    # channel 19 (15 Intensity + 4 Location), 13 Haralick x 4 directions (scale 3),
+    # 16 Granularity, 42 RadialDistribution (3 x 4 bins + 30 Zernike); + 7 Neighbors for
+    # Nuclei and Cells.
+    assert len(expected) - 1 == 3 * (55 + 2 + 10 + (19 + 13 * 4 + 16 + 42) * 2) + 2 * 7
     assert len(set(expected)) == len(expected)
 
 
@@ -486,7 +499,10 @@ def test_areashape_matches_regionprops(seed):
             "EulerNumber": props["euler_number"],
             "EquivalentDiameter": props["equivalent_diameter_area"],
         }
-        assert set(expected) == set(features.AREASHAPE_FEATURES)
+        # Radii and Feret diameters: tests/test_features_shape.py.
+        assert set(expected) | {*shape.RADIUS_FEATURES, *shape.FERET_FEATURES} == set(
+            features.AREASHAPE_FEATURES
+        )
         assert (np.abs(got[f"{comp}_AreaShape_Orientation"]) <= 90).all()
         # An axis at +90 degrees is the same line as at -90: for mirror-symmetric objects
         # skimage's sign comes from 1e-14 round-off in mu11, so compare modulo 180.
@@ -508,8 +524,14 @@ def test_names_match_cellprofiler_csv():
     path = shared("cellprofiler_outputs", "ExampleHuman", "Nuclei.csv")
     header = set(pd.read_csv(path, nrows=0).columns)
     ours = [c.removeprefix("Nuclei_") for c in feature_columns(["DNA", "PH3"], ["Nuclei"])]
-    # ConvexArea was added in CellProfiler 4.1; this file was written by 4.0.6.
-    missing = [c for c in ours if c not in header and c != "AreaShape_ConvexArea"]
+    # ConvexArea was added in CellProfiler 4.1; this file was written by 4.0.6, by a pipeline
+    # that measured only size/shape and intensity.
+    unmeasured = ("Neighbors_", "Texture_", "Granularity_", "Correlation_", "RadialDistribution_")
+    missing = [
+        c
+        for c in ours
+        if c not in header and c != "AreaShape_ConvexArea" and not c.startswith(unmeasured)
+    ]
     assert missing == []
     for name in ("AreaShape_FormFactor", "Intensity_MADIntensity_DNA", "Location_Center_X"):
         assert name in header and name in ours
@@ -532,7 +554,12 @@ def test_sparse_huge_label_values():
     expected = measure_site(labels, images)
     got = measure_site(big, images)
     assert got["ObjectNumber"].tolist() == [10**12, 2 * 10**12, 3 * 10**12]
-    pd.testing.assert_frame_equal(got.iloc[:, 1:], expected.iloc[:, 1:])
+    # Neighbour object numbers are labels too (float32, so only approximately 1e12 * k).
+    numbers = [c for c in expected.columns if c.endswith("ObjectNumber_Adjacent")]
+    np.testing.assert_allclose(got[numbers], expected[numbers] * 10**12, rtol=1e-6)
+    pd.testing.assert_frame_equal(
+        got.drop(columns=numbers).iloc[:, 1:], expected.drop(columns=numbers).iloc[:, 1:]
+    )
 
 
 def test_group_options_are_checked_and_timings_recorded():

@@ -139,12 +139,18 @@ def test_zprime():
     assert zprime([1, 3], [0, 2]) < 0
 
 
-def test_one_well_plate_is_a_clear_error(tmp_path, platemap_file):
+def test_one_well_plate_gives_its_profile(tmp_path, platemap_file):
+    # pycytominer alone fails on one well ("X contains only one sample" in variance_threshold).
     paths = _write_batches(tmp_path, _cells(["A01"]))
-    with pytest.raises(ValueError, match=r"at least 2 wells .*\['A01'\]"):
-        build_profiles(
-            paths,
-            platemap_file,
-            platemap_options={"well_column": "well_position"},
-            controls={"column": "role", "negative": ["negative"], "positive": ["positive"]},
-        )
+    tables = build_profiles(
+        paths,
+        platemap_file,
+        platemap_options={"well_column": "well_position"},
+        controls={"column": "role", "negative": ["negative"], "positive": ["positive"]},
+        feature_select_operations=["variance_threshold", "correlation_threshold", "blocklist"],
+    )
+    assert all(len(tables[step]) == 1 for step in PROFILE_STEPS)
+    assert tables["annotated"]["Nuclei_AreaShape_Area"].iloc[0] == pytest.approx(150, abs=20)
+    normalized = tables["normalized"].filter(regex="^(Cells|Nuclei|Cytoplasm)_")
+    assert (normalized == 0).all().all()
+    assert list(tables["feature_selected"].columns) == list(tables["normalized"].columns)

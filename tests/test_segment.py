@@ -660,8 +660,8 @@ def test_segment_directory_errors(tmp_path):
 
     _write_inputs(tmp_path / "in")
     out = tmp_path / "out"
-    with pytest.raises(NotImplementedError, match="cellpose backend is not installed"):
-        segment_directory(tmp_path / "in", out, method="cellpose")
+    with pytest.raises(ValueError, match="'missing.pt': no such model file"):
+        segment_directory(tmp_path / "in", out, method="cellpose", model="missing.pt")
     with pytest.raises(ValueError, match="unknown segmentation method 'watershed'"):
         segment_directory(tmp_path / "in", out, method="watershed")
     with pytest.raises(ValueError, match="diamter"):

@@ -114,6 +114,8 @@ def _segment_nuclei(args: argparse.Namespace) -> int:
     from cellstrata.segment import segment_directory
 
     params = {} if args.diameter is None else {"diameter": args.diameter}
+    if args.gpu:
+        params["gpu"] = True
     written = segment_directory(
         args.in_dir, args.out_dir, method=args.method, model=args.model, **params
     )
@@ -196,9 +198,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     nuclei.add_argument("in_dir")
     nuclei.add_argument("out_dir")
     nuclei.add_argument("--method", default="classical", choices=["classical", "cellpose"])
-    nuclei.add_argument("--model", help="cellpose model name or path (cellpose method)")
     nuclei.add_argument(
-        "--diameter", type=float, help="nucleus diameter in px (default: estimated)"
+        "--model", help="cellpose model: built-in name (nuclei, cyto3, cpsam) or model file"
+    )
+    nuclei.add_argument("--gpu", action="store_true", help="run cellpose on the GPU")
+    nuclei.add_argument(
+        "--diameter",
+        type=float,
+        help="nucleus diameter in px (default: estimated; cellpose: the model's own)",
     )
     provenance = command("provenance", _provenance, "lineage of an output back to raw images")
     provenance.add_argument("path")

@@ -22,6 +22,7 @@ LEVELS = (
     "corrected",
     "masks",
     "crops",
+    "embeddings",
     "features",
     "profiles",
 )
@@ -34,7 +35,9 @@ RULE_LEVELS = {
     "correct": "corrected",
     "segment": "masks",
     "crops": "crops",
+    "embed": "embeddings",
     "features": "features",
+    "cellprofiler_features": "features",
     "profiles": "profiles",
 }
 
@@ -49,15 +52,23 @@ LEVEL_PATHS = {
     "corrected": "results/corrected/{plate}",
     "masks": "results/masks/{version}/{plate}",
     "crops": "results/crops/{version}/{plate}",
+    "embeddings": "results/embeddings/{version}/{plate}",
     "features": "results/features/{version}/{plate}",
     "profiles": "results/profiles/{version}/{plate}",
 }
-VERSIONED_LEVELS = ("masks", "crops", "features", "profiles")
+VERSIONED_LEVELS = ("masks", "crops", "embeddings", "features", "profiles")
 #: Provenance records of a plate (tombstones included): always kept.
 PROVENANCE_PATH = "results/provenance/{plate}"
 
 #: The per-plate profile tables, in the order pycytominer makes them.
 PROFILE_STEPS = ("aggregated", "annotated", "normalized", "feature_selected")
+
+#: A plate given as CellProfiler output (``plates[].cellprofiler``) enters the chain at the
+#: features level: its one version name (in place of ``<method>-<paramhash>``), its one batch,
+#: and the levels it has (CellProfiler made the image levels, outside this workflow).
+CELLPROFILER_VERSION = "cellprofiler"
+CELLPROFILER_BATCH = "all"
+CELLPROFILER_LEVELS = ("features", "profiles")
 
 
 class ConfigError(ValueError):
@@ -88,7 +99,8 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def check_config(config: dict[str, Any]) -> None:
-    """Check what the JSON schema cannot: pattern groups, channel roles, unique plates.
+    """Check what the JSON schema cannot: pattern groups, channel roles, unique plates,
+    segmentation options that fit their method (cellpose model files exist).
 
     Raises
     ------
@@ -105,21 +117,29 @@ def check_config(config: dict[str, Any]) -> None:
     if "well" not in groups and not {"row", "column"} <= groups:
         raise ConfigError("images.pattern needs a named group 'well', or both 'row' and 'column'")
     names = list(config["channels"].values())
+    image_plates = any(not is_cellprofiler_plate(plate) for plate in config["plates"])
+    if not names and image_plates:
+        raise ConfigError("channels: image plates need at least one channel")
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
         raise ConfigError(f"channels: channel names used twice: {duplicated}")
-    # Imported here: the segmentation module pulls in scikit-image.
-    from cellstrata.segment import check_site_params
-
-    for version, params in segmentation_versions(config).items():
+    # Segmentation is for image plates only: CellProfiler plates come segmented.
+    for where, written, params in _segmentation_params(config) if image_plates else []:
+        version = _version_tag(params)
         for key in ("nuclei_channel", "cell_channel"):
             if params[key] is not None and params[key] not in names:
                 raise ConfigError(
                     f"segmentation version {version}: {key} {params[key]!r} is not a channel "
                     f"name {names}"
                 )
+        _check_method_blocks(where, written, params)
+        # Imported here: the segmentation module pulls in scikit-image (never cellpose).
+        from cellstrata.segment import check_cellpose_options, check_site_params
+
         try:
-            check_site_params(params["nuclei"], params["cells"])
+            check_site_params(params.get("nuclei"), params.get("cells"))
+            if params["method"] == "cellpose":
+                check_cellpose_options(params["cellpose"], cell_channel=params["cell_channel"])
         except ValueError as err:
             raise ConfigError(f"segmentation version {version}: {err}") from err
     plates = [plate["name"] for plate in config["plates"]]
@@ -139,6 +159,7 @@ def check_config(config: dict[str, Any]) -> None:
                     f"every plate, which one plate cannot override; set retention.levels."
                     f"{level} to keep or archive instead"
                 )
+    _check_cellprofiler(config.get("cellprofiler", {}))
     pm = config["platemap"]
     if pm["well_column"] is None and (pm["row_column"] is None or pm["column_column"] is None):
         raise ConfigError("platemap: set well_column, or both row_column and column_column")
@@ -150,21 +171,109 @@ def check_config(config: dict[str, Any]) -> None:
         )
     except (TypeError, ValueError) as err:
         raise ConfigError(f"features: {err}") from err
+    # Embeddings: crops on, a local model file, crop channels (cellstrata.embed).
+    from cellstrata.embed import check_embedding_config
+
+    check_embedding_config(config)
+
+
+def _check_cellprofiler(block: dict[str, Any]) -> None:
+    """The file-name pattern of CellProfiler plates must compile and give the well."""
+    pattern = block.get("file_pattern")
+    if pattern is None:
+        if block.get("well_column") is None:
+            raise ConfigError("cellprofiler: set well_column, or file_column and file_pattern")
+        return
+    try:
+        groups = set(re.compile(pattern).groupindex)
+    except re.error as err:
+        raise ConfigError(
+            f"cellprofiler.file_pattern is not a valid regular expression: {err}"
+        ) from err
+    if block.get("file_column") is None:
+        raise ConfigError("cellprofiler.file_pattern needs file_column (e.g. FileName_DNA)")
+    if (
+        block.get("well_column") is None
+        and "well" not in groups
+        and not {"row", "column"} <= groups
+    ):
+        raise ConfigError(
+            "cellprofiler.file_pattern needs a named group 'well', or both 'row' and 'column' "
+            "(well_column is null)"
+        )
+
+
+def _check_method_blocks(where: str, written: dict[str, Any], params: dict[str, Any]) -> None:
+    """Refuse option blocks, written at ``where``, that the version's method would not use."""
+    # Imported here: the segmentation module pulls in scikit-image (never cellpose).
+    from cellstrata.segment import CellposeOptions
+
+    method = params["method"]
+    if method != "cellpose":
+        # The schema fills the main block's defaults: only values that differ were written.
+        defaults = CellposeOptions().as_dict()
+        changed = sorted(
+            k for k, v in (written.get("cellpose") or {}).items() if v != defaults.get(k)
+        )
+        if changed:
+            raise ConfigError(
+                f"{where}.cellpose: {changed} apply to method cellpose only (method is {method})"
+            )
+    elif written.get("nuclei"):
+        raise ConfigError(
+            f"{where}.nuclei: segment_nuclei parameters apply to method classical only; the "
+            f"cellpose method takes its nucleus options from {where}.cellpose"
+        )
+    elif written.get("cells") and params["cellpose"]["cell_model"] is not None:
+        raise ConfigError(
+            f"{where}.cells: segment_cells parameters are not used when cellpose.cell_model "
+            "segments the cells; remove one of them"
+        )
+
+
+def _version_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of one version that its method uses, cellpose defaults filled in.
+
+    Dropping the cellpose block from classical versions keeps their hashes (and paths) what
+    they were before the cellpose method existed; a cellpose version drops the classical
+    nucleus parameters, and the cell parameters when a cell model makes the cells.
+    """
+    params = dict(params)
+    if params["method"] != "cellpose":
+        params.pop("cellpose", None)
+        return params
+    from cellstrata.segment import CellposeOptions
+
+    params["cellpose"] = {**CellposeOptions().as_dict(), **(params.get("cellpose") or {})}
+    params.pop("nuclei", None)
+    if params["cellpose"]["cell_model"] is not None:
+        params.pop("cells", None)
+    return params
+
+
+def _version_tag(params: dict[str, Any]) -> str:
+    digest = hashlib.md5(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{params['method']}-{digest}"
+
+
+def _segmentation_params(config: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict]]:
+    """``(where, mapping as written, version parameters)`` of the main and each extra version."""
+    block = config["segmentation"]
+    base = {k: v for k, v in block.items() if k != "extra_versions"}
+    written = [("segmentation", base)] + [
+        (f"segmentation.extra_versions[{i}]", extra)
+        for i, extra in enumerate(block["extra_versions"])
+    ]
+    return [(where, item, _version_params({**base, **item})) for where, item in written]
 
 
 def segmentation_versions(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Segmentation versions to build, ``{"<method>-<paramhash>": parameters}``, main first.
 
-    The hash covers every parameter of the version, so changing any of them makes a new
-    version (new output paths) and leaves the old outputs where they are.
+    The hash covers every parameter the version's method uses, so changing any of them
+    makes a new version (new output paths) and leaves the old outputs where they are.
     """
-    base = {k: v for k, v in config["segmentation"].items() if k != "extra_versions"}
-    versions = {}
-    for extra in [{}, *config["segmentation"]["extra_versions"]]:
-        params = {**base, **extra}
-        digest = hashlib.md5(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
-        versions[f"{params['method']}-{digest}"] = params
-    return versions
+    return {_version_tag(params): params for _, _, params in _segmentation_params(config)}
 
 
 def level_path(level: str, plate: str, version: str | None = None) -> str:
@@ -177,6 +286,30 @@ def level_path(level: str, plate: str, version: str | None = None) -> str:
 def level_versions(config: dict[str, Any], level: str) -> list[str | None]:
     """The versions a level exists in: segmentation versions, or ``[None]`` if unversioned."""
     return list(segmentation_versions(config)) if level in VERSIONED_LEVELS else [None]
+
+
+def is_cellprofiler_plate(plate: dict[str, Any]) -> bool:
+    """Whether a ``plates`` entry is CellProfiler output rather than an image root."""
+    return plate.get("cellprofiler") is not None
+
+
+def plate_level_versions(config: dict[str, Any], plate: str, level: str) -> list[str | None]:
+    """The versions a level exists in for one plate (:func:`level_versions` for image plates).
+
+    A CellProfiler plate has only the features and profiles levels, in the version
+    :data:`CELLPROFILER_VERSION`; every other level is empty (``[]``).
+    """
+    entry = next(p for p in config["plates"] if p["name"] == plate)
+    if is_cellprofiler_plate(entry):
+        return [CELLPROFILER_VERSION] if level in CELLPROFILER_LEVELS else []
+    if level == "embeddings" and not embedding_enabled(config):
+        return []
+    return level_versions(config, level)
+
+
+def embedding_enabled(config: dict[str, Any]) -> bool:
+    """Whether the embeddings level is built (``features.embedding.model`` is set)."""
+    return (config["features"].get("embedding") or {}).get("model") is not None
 
 
 def channel_names(config: dict[str, Any]) -> list[str]:

@@ -13,10 +13,19 @@ groups (texture, granularity, ...) register themselves the same way and automati
 
 The groups shipped here mirror CellProfiler 4.2+:
 
-* ``AreaShape`` -- MeasureObjectSizeShape (2-D, no Zernike / Feret / radius features yet).
+* ``AreaShape`` -- MeasureObjectSizeShape (2-D), including radii, Feret diameters and Zernike
+  moments (:mod:`cellstrata.measure.shape`; option ``zernike=False`` skips the Zernike ones).
 * ``Intensity`` -- MeasureObjectIntensity, including its ``Location_CenterMassIntensity`` and
   ``Location_MaxIntensity`` X/Y outputs.
 * ``Location`` -- ``Location_Center_X/Y`` as written by the Identify modules.
+* ``Correlation`` -- MeasureColocalization per object for every channel pair, including
+  Costes' thresholds (:mod:`cellstrata.measure.colocalization`; option ``costes=False``).
+* ``RadialDistribution`` -- MeasureObjectIntensityDistribution's radial bins and Zernike
+  magnitudes (:mod:`cellstrata.measure.radial`).
+* ``Texture`` -- MeasureTexture's Haralick features (:mod:`cellstrata.measure.texture`).
+* ``Granularity`` -- MeasureGranularity's spectrum (:mod:`cellstrata.measure.granularity`).
+* ``Neighbors`` -- MeasureObjectNeighbors, for Nuclei and Cells only
+  (:mod:`cellstrata.measure.neighbors`).
 
 Z coordinates (always 0 for 2-D images) and the ``Number_Object_Number`` / ``Parent_*`` /
 ``Children_*`` identifier columns are not emitted: they carry no biology and would be picked up
@@ -38,6 +47,7 @@ import skimage.measure
 import skimage.morphology
 
 from cellstrata.io import read_image, site_file, write_parquet
+from cellstrata.measure import colocalization, granularity, neighbors, radial, shape, texture
 from cellstrata.measure.objects import CompartmentObjects, FeatureGroup, Site
 
 log = logging.getLogger(__name__)
@@ -58,10 +68,13 @@ __all__ = [
 
 COMPARTMENTS = ("Nuclei", "Cells", "Cytoplasm")
 
-#: MeasureObjectSizeShape feature names (without the ``{C}_AreaShape_`` prefix).
+#: MeasureObjectSizeShape feature names (without the ``{C}_AreaShape_`` prefix), followed by
+#: :data:`cellstrata.measure.shape.ZERNIKE_FEATURES` unless the ``zernike`` option is off.
 AREASHAPE_FEATURES = (
     "Area",
     "Perimeter",
+    *shape.RADIUS_FEATURES,
+    *shape.FERET_FEATURES,
     "FormFactor",
     "Eccentricity",
     "Solidity",
@@ -143,8 +156,11 @@ def register_feature_group(group: FeatureGroup, *, replace: bool = False) -> Fea
 # --------------------------------------------------------------------------------------------
 
 
-def _areashape_columns(channels: Sequence[str]) -> list[str]:
-    return [f"AreaShape_{f}" for f in AREASHAPE_FEATURES]
+def _areashape_columns(channels: Sequence[str], zernike: bool = True) -> list[str]:
+    if not isinstance(zernike, bool):
+        raise ValueError(f"AreaShape: zernike must be true or false, got {zernike!r}")
+    names = AREASHAPE_FEATURES + (shape.ZERNIKE_FEATURES if zernike else ())
+    return [f"AreaShape_{f}" for f in names]
 
 
 def _second_moments(objects: CompartmentObjects) -> tuple[np.ndarray, ...]:
@@ -189,9 +205,14 @@ def _second_moments(objects: CompartmentObjects) -> tuple[np.ndarray, ...]:
     return 4 * np.sqrt(l1), 4 * np.sqrt(l2), eccentricity, orientation
 
 
-def _measure_areashape(objects: CompartmentObjects, site: Site) -> dict[str, np.ndarray]:
+def _measure_areashape(
+    objects: CompartmentObjects, site: Site, zernike: bool = True
+) -> dict[str, np.ndarray]:
     n = objects.n_objects
     out = {f"AreaShape_{f}": np.full(n, np.nan) for f in AREASHAPE_FEATURES}
+    out.update(
+        (f"AreaShape_{f}", v) for f, v in shape.measure_shape(objects, zernike=zernike).items()
+    )
     if not objects.present.any():
         return out
     ok = objects.present
@@ -406,9 +427,16 @@ def _measure_location(objects: CompartmentObjects, site: Site) -> dict[str, np.n
     return {"Location_Center_X": cx, "Location_Center_Y": cy}
 
 
-register_feature_group(FeatureGroup("AreaShape", _areashape_columns, _measure_areashape))
+register_feature_group(
+    FeatureGroup("AreaShape", _areashape_columns, _measure_areashape, options={"zernike": True})
+)
 register_feature_group(FeatureGroup("Intensity", _intensity_columns, _measure_intensity))
 register_feature_group(FeatureGroup("Location", _location_columns, _measure_location))
+register_feature_group(colocalization.GROUP)
+register_feature_group(radial.GROUP)
+register_feature_group(texture.GROUP)
+register_feature_group(granularity.GROUP)
+register_feature_group(neighbors.GROUP)
 
 
 # --------------------------------------------------------------------------------------------
@@ -501,8 +529,14 @@ def feature_columns(
     comps = _check_compartments(compartments)
     selected = _check_groups(groups)
     resolved = _resolve_options(selected, options)
-    suffixes = [s for g in selected for s in g.column_names(chans, resolved[g.name])]
-    return [f"{comp}_{suffix}" for comp in comps for suffix in suffixes]
+    suffixes = {g.name: g.column_names(chans, resolved[g.name]) for g in selected}
+    return [
+        f"{comp}_{suffix}"
+        for comp in comps
+        for g in selected
+        if g.measures(comp)
+        for suffix in suffixes[g.name]
+    ]
 
 
 def _check_inputs(
@@ -636,6 +670,8 @@ def measure_site(
         site = Site(imgs, {comp: objs.labels for comp, objs in objects.items()})
         for comp, objs in objects.items():
             for group in selected:
+                if not group.measures(comp):
+                    continue
                 started = time.perf_counter()
                 expected = group.column_names(channels, resolved[group.name])
                 result = group.measure(objs, site, **resolved[group.name])

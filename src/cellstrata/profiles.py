@@ -20,7 +20,11 @@ from cellstrata.io import write_parquet
 log = logging.getLogger(__name__)
 
 STRATA = ["Metadata_Plate", "Metadata_Well"]
+#: The columns that identify a cell in every single-cell table.
+CELL_KEYS = [*STRATA, "Metadata_Site", "Metadata_ObjectNumber"]
 CONTROL_COLUMN = "Metadata_control_type"
+#: feature_select operations that compare wells: undefined for a plate of one well.
+ACROSS_WELLS = ("variance_threshold", "correlation_threshold")
 
 
 class PlatemapError(ValueError):
@@ -108,17 +112,58 @@ def mark_controls(
     return platemap.assign(**{CONTROL_COLUMN: types})
 
 
+def join_embeddings(
+    cells: pd.DataFrame, features_path: str | os.PathLike, embedding_path: str | os.PathLike
+) -> pd.DataFrame:
+    """Join one job's embedding table (:mod:`cellstrata.embed`) to its features on the cell keys.
+
+    Every cell must have exactly one embedding and every embedding one cell; anything else
+    (crops of another segmentation, duplicated keys, columns in both) is an error naming the
+    batch.
+    """
+    embeddings = pd.read_parquet(embedding_path)
+    batch = f"batch {Path(features_path).stem} ({features_path} and {embedding_path})"
+    shared = sorted(set(cells.columns) & set(embeddings.columns) - set(CELL_KEYS))
+    if shared:
+        raise ValueError(f"{batch}: features and embeddings both have column(s) {shared[:5]}")
+    for name, table in (("features", cells), ("embeddings", embeddings)):
+        duplicated = int(table.duplicated(CELL_KEYS).sum())
+        if duplicated:
+            raise ValueError(f"{batch}: {duplicated} cell key(s) appear twice in the {name}")
+    joined = cells.merge(embeddings, on=CELL_KEYS, how="inner")
+    if not len(joined) == len(cells) == len(embeddings):
+        raise ValueError(
+            f"{batch}: {len(cells)} cells in the features, {len(embeddings)} embeddings, "
+            f"{len(joined)} in both; every cell needs its embedding (were the crops made "
+            "from the same masks?)"
+        )
+    return joined
+
+
 def aggregate_features(
-    paths: Sequence[str | os.PathLike], *, operation: str = "median"
+    paths: Sequence[str | os.PathLike],
+    *,
+    operation: str = "median",
+    embedding_paths: Sequence[str | os.PathLike] = (),
 ) -> pd.DataFrame:
     """Aggregate single cells per well, one feature file at a time.
 
     Jobs hold whole wells, so per-file aggregation is exact and only one job's cells are in
-    memory at once.
+    memory at once. ``embedding_paths`` (one per feature file, the same file name) are joined
+    to their features first (:func:`join_embeddings`), so the embedding columns are
+    aggregated with the features.
     """
+    embeddings = {Path(p).name: p for p in embedding_paths}
+    if embeddings and sorted(embeddings) != sorted(Path(p).name for p in paths):
+        raise ValueError(
+            f"embedding files {sorted(embeddings)} do not match the feature files "
+            f"{sorted(Path(p).name for p in paths)}"
+        )
     parts = []
     for path in paths:
         cells = pd.read_parquet(path)
+        if embeddings:
+            cells = join_embeddings(cells, path, embeddings[Path(path).name])
         if cells.empty:
             log.warning("%s: no cells", path)
             continue
@@ -190,8 +235,16 @@ def normalize_profiles(
 def select_features(
     normalized: pd.DataFrame, *, operations: Sequence[str] = ("variance_threshold",)
 ) -> pd.DataFrame:
-    """Apply pycytominer feature_select operations."""
-    selected = feature_select(normalized, features="infer", operation=list(operations))
+    """Apply pycytominer feature_select operations (on one well, those that need no spread)."""
+    operations = list(operations)
+    if len(normalized) < 2:
+        skipped = [op for op in operations if op in ACROSS_WELLS]
+        operations = [op for op in operations if op not in ACROSS_WELLS]
+        if skipped:
+            log.warning("one well: feature selection skips %s, which compare wells", skipped)
+    if not operations:
+        return normalized
+    selected = feature_select(normalized, features="infer", operation=operations)
     dropped = len(infer_cp_features(normalized)) - len(infer_cp_features(selected))
     log.info(
         "feature selection kept %d features, dropped %d", len(infer_cp_features(selected)), dropped
@@ -209,8 +262,10 @@ def build_profiles(
     normalize_method: str = "mad_robustize",
     normalize_samples: str = "negative_controls",
     feature_select_operations: Sequence[str] = ("variance_threshold",),
+    embedding_paths: Sequence[str | os.PathLike] = (),
 ) -> dict[str, pd.DataFrame]:
-    """Run the whole profile chain for one plate.
+    """Run the whole profile chain for one plate (``embedding_paths``: see
+    :func:`aggregate_features`).
 
     Returns
     -------
@@ -218,15 +273,18 @@ def build_profiles(
         ``{"aggregated", "annotated", "normalized", "feature_selected"}`` -> DataFrame.
     """
     platemap = mark_controls(read_platemap(platemap_path, **platemap_options), **controls)
-    aggregated = aggregate_features(feature_paths, operation=aggregate_operation)
+    aggregated = aggregate_features(
+        feature_paths, operation=aggregate_operation, embedding_paths=embedding_paths
+    )
     if len(aggregated) < 2:
-        # pycytominer's normalize and variance filter need a spread of wells; its own error
-        # for one well ("X contains only one sample") names neither the plate nor the cause.
-        wells = aggregated["Metadata_Well"].tolist() if len(aggregated) else []
-        raise ValueError(
-            f"plate {', '.join(map(str, feature_paths))}: per-well profiles need at least 2 "
-            f"wells with cells to normalize and select features; found {wells}. The single-cell "
-            "features are complete; stop at the features level for such a plate."
+        # A plate of one well (e.g. CellProfiler's ExampleHuman site): aggregated and annotated
+        # are its profile; normalized to itself every feature is 0 (pycytominer's convention
+        # for a reference without spread), and feature selection skips what compares wells.
+        log.warning(
+            "plate %s has one well with cells (%s): its normalized features are 0 and only "
+            "aggregated/annotated carry its measurements",
+            ", ".join(map(str, aggregated["Metadata_Plate"].unique())),
+            ", ".join(aggregated["Metadata_Well"]),
         )
     annotated = annotate_profiles(aggregated, platemap)
     normalized = normalize_profiles(annotated, method=normalize_method, samples=normalize_samples)

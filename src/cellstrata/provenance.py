@@ -42,7 +42,13 @@ SOFTWARE = (
     "tifffile",
     "imagecodecs",
     "pycytominer",
+    "cytotable",
+    "duckdb",
     "snakemake",
+    # Optional learned methods: None in a record means the package was not installed.
+    "torch",
+    "cellpose",
+    "onnxruntime",
 )
 PROVENANCE_DIR = "provenance"
 

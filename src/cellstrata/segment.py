@@ -1,8 +1,11 @@
-"""Classical (CPU, weight-free) segmentation of nuclei, cells and cytoplasm.
+"""Segmentation of nuclei, cells and cytoplasm: classical, or with cellpose.
 
-CellProfiler-like: ``IdentifyPrimaryObjects`` (a local-contrast threshold under a global one,
-hole filling, size filter, shape-based declumping refined by convexity) for nuclei and
-``IdentifySecondaryObjects`` (propagation from the nuclei) for cells. Arrays in, label images
+The classical method (CPU, weight-free) is CellProfiler-like: ``IdentifyPrimaryObjects`` (a
+local-contrast threshold under a global one, hole filling, size filter, shape-based declumping
+refined by convexity) for nuclei and ``IdentifySecondaryObjects`` (propagation from the
+nuclei) for cells. The cellpose method (optional dependency, imported only when used) finds
+the nuclei with a cellpose model and grows the cells from them like the classical method, or
+takes them from a second cellpose model (:func:`reconcile_cells`). Arrays in, label images
 out; only :func:`segment_directory` and :func:`segment_batch` read and write files.
 
 Label images are ``int32`` with background 0. Cell ``k`` and cytoplasm ``k`` are always the
@@ -11,11 +14,12 @@ same object as nucleus ``k``.
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
 import logging
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,16 +40,23 @@ from cellstrata.io import ImageReadError, check_labels, site_file, write_labels
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CELLPOSE_BUILTIN_MODELS",
     "IMAGE_SUFFIXES",
     "SEGMENTATION_METHODS",
     "THRESHOLD_METHODS",
+    "CellposeError",
+    "CellposeOptions",
     "MatchCounts",
+    "cellpose_model_files",
+    "cellpose_version",
+    "check_cellpose_options",
     "cytoplasm",
     "default_min_area",
     "estimate_diameter",
     "match_f1",
     "nuclei_segmenter",
     "read_nuclear_image",
+    "reconcile_cells",
     "segment_cells",
     "segment_directory",
     "segment_nuclei",
@@ -107,6 +118,10 @@ _MIN_CONCAVITY_PX = 1.5
 MERGE_MAX_AREA = 1.5
 
 _MAD_TO_SD = 1.4826  # MAD of a normal distribution times this is its standard deviation
+
+# `reconcile_cells`: a nucleus joins the independently segmented cell that holds at least this
+# fraction of its pixels; a nucleus mostly outside every cell was missed by the cell model.
+_CELL_NUCLEUS_OVERLAP = 0.5
 
 
 # --------------------------------------------------------------------------------------------
@@ -1001,6 +1016,66 @@ def cytoplasm(nuclei: np.ndarray, cells: np.ndarray) -> np.ndarray:
     return np.where(nuclei > 0, 0, cells).astype(np.int32, copy=False)
 
 
+def reconcile_cells(nuclei: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Give independently segmented cells the IDs of their nuclei (one ID per cell).
+
+    A second model (e.g. cellpose ``cyto3`` on the cell stain) labels cells without regard
+    to the nuclei. Each nucleus joins the cell that holds most of its pixels, if that is at
+    least ``_CELL_NUCLEUS_OVERLAP`` of them. A cell that several nuclei join (a binucleate
+    cell, or two cells the model merged) is shared among them, each pixel going to the
+    nearest of its nuclei. Cells that no nucleus joins are dropped; a nucleus that joins no
+    cell becomes a cell of its own pixels (no cytoplasm). Finally every nuclear pixel belongs
+    to its own nucleus's cell and cell pieces cut off from their nucleus are dropped, as in
+    :func:`segment_cells`.
+
+    Parameters
+    ----------
+    nuclei : np.ndarray
+        2-D integer label image of nuclei (labels need not be sequential).
+    cells : np.ndarray
+        2-D integer label image of cells of the same shape, labelled independently.
+
+    Returns
+    -------
+    np.ndarray
+        ``int32`` label image: cell ``k`` contains every pixel of nucleus ``k``, and the set
+        of cell labels equals the set of nucleus labels.
+    """
+    nuclei = check_labels(nuclei, "nuclei").astype(np.int32, copy=False)
+    cells = check_labels(cells, "cells")
+    if nuclei.shape != cells.shape:
+        raise ValueError(f"nuclei shape {nuclei.shape} != cells shape {cells.shape}")
+    if nuclei.max(initial=0) == 0:
+        return np.zeros(nuclei.shape, dtype=np.int32)
+    stride = int(cells.max(initial=0)) + 1
+    both = (nuclei > 0) & (cells > 0)
+    pairs, overlap = np.unique(
+        nuclei[both].astype(np.int64) * stride + cells[both], return_counts=True
+    )
+    nucleus, cell = pairs // stride, pairs % stride
+    # Each nucleus's best cell: sort by nucleus, largest overlap first, keep the first.
+    order = np.lexsort((-overlap, nucleus))
+    nucleus, cell, overlap = nucleus[order], cell[order], overlap[order]
+    first = np.r_[True, nucleus[1:] != nucleus[:-1]] if nucleus.size else np.zeros(0, bool)
+    nucleus, cell, overlap = nucleus[first], cell[first], overlap[first]
+    area = np.bincount(nuclei.ravel())
+    joins = overlap >= _CELL_NUCLEUS_OVERLAP * area[nucleus]
+    nucleus, cell = nucleus[joins], cell[joins]
+    shared = np.bincount(cell, minlength=stride)[cell] > 1
+    lookup = np.zeros(stride, dtype=np.int32)
+    lookup[cell[~shared]] = nucleus[~shared]
+    out = lookup[cells]
+    boxes = ndi.find_objects(cells)
+    for k in np.unique(cell[shared]):
+        box = boxes[k - 1]
+        region = cells[box] == k
+        seeds = np.where(region & np.isin(nuclei[box], nucleus[cell == k]), nuclei[box], 0)
+        nearest = expand_labels(seeds, distance=sum(region.shape))
+        out[box][region] = nearest[region]
+    out = np.where(nuclei > 0, nuclei, out)  # a nucleus belongs to its own cell
+    return _keep_nucleated(out, nuclei).astype(np.int32, copy=False)
+
+
 # --------------------------------------------------------------------------------------------
 # accuracy against ground truth
 # --------------------------------------------------------------------------------------------
@@ -1095,6 +1170,385 @@ def match_f1(truth: np.ndarray, pred: np.ndarray, iou: float = 0.5) -> MatchCoun
 
 
 # --------------------------------------------------------------------------------------------
+# cellpose backend (optional dependency: imported only when a cellpose model is loaded)
+# --------------------------------------------------------------------------------------------
+
+#: Built-in model names per cellpose major version. Their weights are downloaded on first use
+#: (into ``~/.cellpose/models``, or ``$CELLPOSE_LOCAL_MODELS_PATH``); any other ``model`` is the
+#: path of a model file. Used to tell names from paths without importing cellpose; at load
+#: time the installed cellpose's own list decides.
+CELLPOSE_BUILTIN_MODELS: dict[int, tuple[str, ...]] = {
+    3: (
+        "cyto3",
+        "nuclei",
+        "cyto2",
+        "cyto",
+        "cyto2_cp3",
+        "tissuenet_cp3",
+        "livecell_cp3",
+        "yeast_PhC_cp3",
+        "yeast_BF_cp3",
+        "bact_phase_cp3",
+        "bact_fluor_cp3",
+        "deepbacs_cp3",
+        "transformer_cp3",
+        "neurips_cellpose_default",
+        "neurips_cellpose_transformer",
+        "neurips_grayscale_cyto2",
+    ),
+    4: ("cpsam", "cpsam_v2", "cpdino", "cpdino-vitb"),
+}
+#: The nuclei model when ``model`` is None: cellpose 3's nucleus model; cellpose 4 has only
+#: generalist models, of which cpsam is the one its documentation describes.
+DEFAULT_CELLPOSE_MODEL = {3: "nuclei", 4: "cpsam"}
+# Sites per cellpose call: enough to fill one network batch of `batch_size` tiles of this many
+# pixels (cellpose 3's 224 px tiles); more would only hold more images and flows in memory.
+_CELLPOSE_TILE_PIXELS = 224 * 224
+
+
+def _not_per_plane_notice(record: logging.LogRecord) -> bool:
+    """Log filter: drop cellpose 3's warning that a stack of sites is segmented plane by
+    plane, which is what :class:`_CellposeModel` wants when it batches sites."""
+    return "3D stack used" not in record.getMessage()
+
+
+class CellposeError(RuntimeError):
+    """cellpose is missing or a model cannot be loaded; the message names it and says why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CellposeOptions:
+    """Options of the cellpose method: the ``segmentation.cellpose`` block of the config.
+
+    Nuclei come from ``model`` run on the nuclear stain. Cells are grown from them by
+    :func:`segment_cells` (``segmentation.cells``) unless ``cell_model`` is set; then a
+    second model segments the cell stain and :func:`reconcile_cells` gives each cell the ID
+    of its nucleus.
+
+    Parameters
+    ----------
+    model : str, optional
+        Nuclei model: a built-in name (:data:`CELLPOSE_BUILTIN_MODELS`: cellpose 3 ``nuclei``,
+        ``cyto3``, ...; cellpose 4 ``cpsam``) or the path of a model file. None:
+        ``nuclei`` with cellpose 3, ``cpsam`` with cellpose 4.
+    diameter : float, optional
+        Typical nucleus diameter in px; images are rescaled by the model's training diameter
+        over this. None: no rescaling beyond the model's own (cellpose 3: its mean training
+        diameter; cellpose 4: none).
+    channels : pair of int, default (0, 0)
+        Cellpose 3 ``channels`` of the nuclei model, whose input is the nuclear stain alone:
+        ``(0, 0)`` (grayscale). Cellpose 4 has no such argument and takes the input as is.
+    batch_size : int, default 8
+        Tiles (224 px) per network pass; sites of a job are run together so that small sites
+        fill a batch (cellpose 4: 256 px tiles, one site at a time).
+    gpu : bool, default False
+        Run on the GPU (CUDA, or Apple MPS). Without one torch can use, cellpose runs on the
+        CPU and a warning is logged.
+    flow_threshold : float, default 0.4
+        Maximum flow error of a mask (cellpose's quality check); 0 turns the check off.
+    cellprob_threshold : float, default 0.0
+        Cell-probability logit above which pixels can be in a mask; lower finds more and
+        larger objects.
+    min_size : int, default 15
+        Masks smaller than this (px) are dropped.
+    cell_model : str, optional
+        Cell model (built-in name such as ``cyto3`` or ``cpsam``, or a file). None: cells are
+        grown from the nuclei by :func:`segment_cells`.
+    cell_diameter : float, optional
+        Typical cell diameter in px for ``cell_model``; None as for ``diameter``.
+    cell_channels : pair of int, default (1, 2)
+        Cellpose 3 ``channels`` of the cell model, whose input is (cell stain, nuclear stain):
+        ``(1, 2)`` segments channel 1 helped by the nuclei in channel 2; ``(1, 0)`` ignores
+        the nuclear stain. Ignored by cellpose 4.
+    """
+
+    model: str | None = None
+    diameter: float | None = None
+    channels: tuple[int, int] = (0, 0)
+    batch_size: int = 8
+    gpu: bool = False
+    flow_threshold: float = 0.4
+    cellprob_threshold: float = 0.0
+    min_size: int = 15
+    cell_model: str | None = None
+    cell_diameter: float | None = None
+    cell_channels: tuple[int, int] = (1, 2)
+
+    def __post_init__(self) -> None:
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        def integer(value: Any) -> bool:
+            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+        for key in ("model", "cell_model"):
+            value = getattr(self, key)
+            if value is not None:
+                if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+                    raise ValueError(f"cellpose {key} must be a model name or path; got {value!r}")
+                object.__setattr__(self, key, os.fspath(value))
+        for key in ("diameter", "cell_diameter"):
+            value = getattr(self, key)
+            if value is not None and not (number(value) and value > 0):
+                raise ValueError(f"cellpose {key} must be > 0 or null; got {value!r}")
+        # The nuclei model sees one channel, the cell model two (cell stain, nuclear stain).
+        for key, n_inputs in (("channels", 1), ("cell_channels", 2)):
+            value = getattr(self, key)
+            if not (
+                isinstance(value, (list, tuple))
+                and len(value) == 2
+                and all(integer(c) and 0 <= c <= n_inputs for c in value)
+            ):
+                raise ValueError(
+                    f"cellpose {key} must be two channel numbers from 0 to {n_inputs}; "
+                    f"got {value!r}"
+                )
+            object.__setattr__(self, key, tuple(int(c) for c in value))
+        if not (integer(self.batch_size) and self.batch_size >= 1):
+            raise ValueError(f"cellpose batch_size must be an integer >= 1; got {self.batch_size}")
+        if not isinstance(self.gpu, bool):
+            raise ValueError(f"cellpose gpu must be true or false; got {self.gpu!r}")
+        if not (number(self.flow_threshold) and self.flow_threshold >= 0):
+            raise ValueError(f"cellpose flow_threshold must be >= 0; got {self.flow_threshold!r}")
+        if not number(self.cellprob_threshold):
+            raise ValueError(
+                f"cellpose cellprob_threshold must be a number; got {self.cellprob_threshold!r}"
+            )
+        if not (integer(self.min_size) and self.min_size >= 0):
+            raise ValueError(f"cellpose min_size must be an integer >= 0; got {self.min_size!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as the config holds them (pairs as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def cellpose_version() -> str | None:
+    """Version of the installed cellpose (None if absent), read without importing it."""
+    try:
+        return importlib.metadata.version("cellpose")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _builtin_model(name: str) -> bool:
+    """Whether ``name`` is a built-in model name of some cellpose version."""
+    return any(name in names for names in CELLPOSE_BUILTIN_MODELS.values())
+
+
+def check_cellpose_options(
+    options: Mapping[str, Any] | CellposeOptions | None, *, cell_channel: str | None = None
+) -> CellposeOptions:
+    """Check the options of a cellpose segmentation without importing cellpose or torch.
+
+    Parameters
+    ----------
+    options : Mapping or CellposeOptions, optional
+        Keyword arguments of :class:`CellposeOptions`; None for the defaults.
+    cell_channel : str, optional
+        The version's cell stain; a ``cell_model`` needs one.
+
+    Returns
+    -------
+    CellposeOptions
+        The options with defaults filled in.
+
+    Raises
+    ------
+    ValueError
+        Naming an unknown key, a bad value, a model that is neither a built-in model name
+        nor an existing file (relative paths are relative to the working directory), or a
+        ``cell_model`` without a cell channel.
+    """
+    if not isinstance(options, CellposeOptions):
+        options = CellposeOptions(**_check_params(options, CellposeOptions, "cellpose option"))
+    for key in ("model", "cell_model"):
+        name = getattr(options, key)
+        if name is not None and not Path(name).is_file() and not _builtin_model(name):
+            known = "; ".join(
+                f"cellpose {major}: {', '.join(names[:3])}, ..."
+                for major, names in CELLPOSE_BUILTIN_MODELS.items()
+            )
+            raise ValueError(
+                f"cellpose {key} {name!r}: no such model file, and not a built-in model name "
+                f"({known})"
+            )
+    if options.cell_model is not None and cell_channel is None:
+        raise ValueError("cellpose cell_model needs a cell_channel: the stain it segments")
+    return options
+
+
+def cellpose_model_files(options: Mapping[str, Any] | None) -> list[str]:
+    """The model files (not built-in names) that cellpose ``options`` load, as given."""
+    options = options or {}
+    return [
+        str(options[key])
+        for key in ("model", "cell_model")
+        if options.get(key) is not None and Path(options[key]).is_file()
+    ]
+
+
+class _CellposeModel:
+    """One cellpose model, loaded once and then run on many images.
+
+    Written against the documented ``cellpose.models.CellposeModel`` API of cellpose 3
+    (``model_type`` for built-in names, ``channels`` in ``eval``) and cellpose 4 (built-in
+    names through ``pretrained_model``, no ``channels``). Only cellpose 3 is tested here.
+    """
+
+    def __init__(self, model: str | None, *, gpu: bool) -> None:
+        version = cellpose_version()
+        try:
+            from cellpose import models
+        except ImportError as err:
+            raise CellposeError(
+                "method 'cellpose' needs the optional cellpose package, which cannot be "
+                f"imported ({err}); install torch first, then cellpose: see the README, "
+                "section Segmentation (cellpose method)"
+            ) from err
+        major = int(str(version).split(".")[0]) if version else 3
+        if major not in DEFAULT_CELLPOSE_MODEL:
+            raise CellposeError(f"cellpose {version} is not supported; use cellpose 3 or 4")
+        name = DEFAULT_CELLPOSE_MODEL[major] if model is None else os.fspath(model)
+        builtin = not Path(name).is_file()
+        if builtin and name not in models.MODEL_NAMES:
+            raise CellposeError(
+                f"cellpose model {name!r}: no such model file, and not a built-in model of "
+                f"the installed cellpose {version} ({', '.join(models.MODEL_NAMES)})"
+            )
+        # Cellpose 3 finds built-in weights by model_type; cellpose 4 by pretrained_model.
+        source = {"model_type": name} if builtin and major == 3 else {"pretrained_model": name}
+        try:
+            self.model = models.CellposeModel(gpu=gpu, **source)
+        except OSError as err:  # urllib's errors are OSErrors: no network, HTTP 404, ...
+            if not builtin:
+                raise CellposeError(f"cannot read cellpose model file {name}: {err}") from err
+            raise CellposeError(
+                f"cellpose model {name!r} (built-in, cellpose {version}): its weights are not "
+                f"in {models.MODEL_DIR} and could not be fetched ({type(err).__name__}: {err}). "
+                "Without internet access, put the weights file there (or point "
+                "CELLPOSE_LOCAL_MODELS_PATH at a folder holding it), or pass the path of a "
+                "local model file as the model"
+            ) from err
+        except Exception as err:  # torch raises many types for a wrong or corrupt file
+            raise CellposeError(f"cannot load cellpose model {name!r}: {err}") from err
+        self.name, self.version, self.major = name, version, major
+        logging.getLogger("cellpose.models").addFilter(_not_per_plane_notice)
+        if gpu and not self.model.gpu:
+            log.warning("cellpose: gpu requested but torch finds no GPU; running on the CPU")
+        log.info("cellpose %s: model %s on %s", version, name, self.model.device)
+
+    def segment(
+        self,
+        images: Sequence[np.ndarray],
+        options: CellposeOptions,
+        *,
+        diameter: float | None,
+        channels: tuple[int, int],
+    ) -> list[np.ndarray]:
+        """Label images of ``images`` (each ``C x Y x X``, all of one shape), in one call.
+
+        An image whose first channel (the stain to segment) is flat gets no objects.
+        """
+        shape = images[0].shape[1:]
+        out = [np.zeros(shape, dtype=np.int32) for _ in images]
+        todo = [i for i, image in enumerate(images) if np.ptp(image[0]) > 0]
+        if not todo:
+            return out
+        # Scaled so that the maximum is 1: cellpose's percentile normalization treats a
+        # range below 1e-3 as flat, and corrected images can be that dim on their own scale.
+        stack = np.stack([np.stack([_normalize(c) for c in images[i]], axis=-1) for i in todo])
+        if self.major == 3:
+            # One array of sites (planes): cellpose 3 runs their tiles together in batches.
+            if len(todo) == 1:
+                x, axes = stack[0], {"channel_axis": 2}
+            else:
+                x, axes = stack, {"channel_axis": 3, "z_axis": 0}
+            axes["channels"] = list(channels)
+        else:
+            # Cellpose 4 documents 3-channel images, and 4.0 refuses a 4-D array of 2-D
+            # images: a list of sites, each padded with empty channels.
+            pad = np.zeros((*stack.shape[:3], max(0, 3 - stack.shape[3])), dtype=np.float32)
+            x, axes = list(np.concatenate([stack, pad], axis=3)), {"channel_axis": 2}
+        kwargs: dict[str, Any] = {
+            **axes,
+            "batch_size": options.batch_size,
+            # A dict, not True: cellpose then neither warns about norm3D for each call nor
+            # changes its module-level defaults.
+            "normalize": {"normalize": True, "norm3D": False},
+            "diameter": diameter,
+            "flow_threshold": options.flow_threshold,
+            "cellprob_threshold": options.cellprob_threshold,
+            "min_size": options.min_size,
+        }
+        masks = np.asarray(self.model.eval(x, **kwargs)[0]).reshape(len(todo), *shape)
+        for i, labels in zip(todo, masks, strict=True):
+            out[i] = _sequential(labels)
+        return out
+
+
+def _site_groups(
+    sites: Iterable[tuple[str, int, dict[str, np.ndarray]]], max_pixels: int
+) -> Iterator[list[tuple[str, int, dict[str, np.ndarray]]]]:
+    """Consecutive sites of one image shape, up to ``max_pixels`` per group (at least one)."""
+    group: list[tuple[str, int, dict[str, np.ndarray]]] = []
+    shape, pixels = None, 0
+    for item in sites:
+        site_shape = next(iter(item[2].values())).shape
+        size = int(np.prod(site_shape))
+        if group and (site_shape != shape or pixels + size > max_pixels):
+            yield group
+            group, pixels = [], 0
+        group.append(item)
+        shape, pixels = site_shape, pixels + size
+    if group:
+        yield group
+
+
+# Segments the sites of one group: nuclear images, cell images (or None) -> masks per site.
+_SiteSegmenter = Callable[[list[np.ndarray], list[np.ndarray | None]], list[dict[str, np.ndarray]]]
+
+
+def _site_masks(nuclei: np.ndarray, cells: np.ndarray) -> dict[str, np.ndarray]:
+    return {"nuclei": nuclei, "cells": cells, "cytoplasm": cytoplasm(nuclei, cells)}
+
+
+def _cellpose_segmenter(
+    options: CellposeOptions, cell_params: Mapping[str, Any] | None
+) -> _SiteSegmenter:
+    """Load the model(s) of ``options`` once; return a function segmenting groups of sites."""
+    cell_kw = dict(cell_params or {})
+    nuclei_model = _CellposeModel(options.model, gpu=options.gpu)
+    cell_model = _CellposeModel(options.cell_model, gpu=options.gpu) if options.cell_model else None
+    defaults = (CellposeOptions.channels, CellposeOptions.cell_channels)
+    if nuclei_model.major >= 4 and (options.channels, options.cell_channels) != defaults:
+        log.warning(
+            "cellpose %s takes no channels argument: channels and cell_channels are ignored",
+            nuclei_model.version,
+        )
+
+    def segment(nuclear: list[np.ndarray], cell: list[np.ndarray | None]) -> list[dict]:
+        nuclei = nuclei_model.segment(
+            [image[np.newaxis] for image in nuclear],
+            options,
+            diameter=options.diameter,
+            channels=options.channels,
+        )
+        if cell_model is None:
+            cells = [segment_cells(n, c, **cell_kw) for n, c in zip(nuclei, cell, strict=True)]
+        else:
+            found = cell_model.segment(
+                [np.stack([c, n]) for c, n in zip(cell, nuclear, strict=True)],
+                options,
+                diameter=options.cell_diameter,
+                channels=options.cell_channels,
+            )
+            cells = [reconcile_cells(n, f) for n, f in zip(nuclei, found, strict=True)]
+        return [_site_masks(n, c) for n, c in zip(nuclei, cells, strict=True)]
+
+    return segment
+
+
+# --------------------------------------------------------------------------------------------
 # one site
 # --------------------------------------------------------------------------------------------
 
@@ -1155,8 +1609,7 @@ def segment_site(
     nuclei_kw = _check_params(nuclei_params, segment_nuclei, "nuclei_params")
     cell_kw = _check_params(cell_params, segment_cells, "cell_params")
     nuclei = segment_nuclei(nuclei_image, **nuclei_kw)
-    cells = segment_cells(nuclei, cell_image, **cell_kw)
-    return {"nuclei": nuclei, "cells": cells, "cytoplasm": cytoplasm(nuclei, cells)}
+    return _site_masks(nuclei, segment_cells(nuclei, cell_image, **cell_kw))
 
 
 def check_site_params(
@@ -1176,11 +1629,14 @@ def segment_batch(
     nuclei: Mapping[str, Any] | None = None,
     cells: Mapping[str, Any] | None = None,
     method: str = "classical",
+    cellpose: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Segment every corrected site of one job into label TIFFs.
 
     The keyword arguments are one segmentation version of the config
-    (:func:`cellstrata.config.segmentation_versions`).
+    (:func:`cellstrata.config.segmentation_versions`). With ``method="cellpose"`` the
+    model(s) are loaded once for the job and run on several sites per call (as many as fill
+    a batch of ``batch_size`` tiles).
 
     Parameters
     ----------
@@ -1190,42 +1646,80 @@ def segment_batch(
         Receives ``{well}_s{site}_{nuclei,cells,cytoplasm}.tiff`` (uint16/uint32, zlib).
     nuclei_channel, cell_channel : str
         Channel names of the nuclear stain and of the stain cells grow on (None: expansion).
-    nuclei, cells : Mapping, optional
-        Keyword arguments of :func:`segment_nuclei` and :func:`segment_cells`.
-    method : {"classical"}
+    nuclei : Mapping, optional
+        Keyword arguments of :func:`segment_nuclei` (classical method only).
+    cells : Mapping, optional
+        Keyword arguments of :func:`segment_cells`: how cells grow from the nuclei (not with
+        a cellpose ``cell_model``).
+    method : {"classical", "cellpose"}
         Segmentation method.
+    cellpose : Mapping, optional
+        Keyword arguments of :class:`CellposeOptions` (cellpose method only).
 
     Returns
     -------
     list of pathlib.Path
         Written label files.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method, parameters that do not belong to the method, or a missing
+        channel.
+    CellposeError
+        If cellpose is not installed or a model cannot be loaded.
     """
     from cellstrata.illumination import iter_corrected_sites
 
-    if method != "classical":
-        raise ValueError(f"unknown segmentation method {method!r}")
-    check_site_params(nuclei, cells)
+    if method == "classical":
+        if cellpose:
+            raise ValueError("cellpose options apply to method 'cellpose' only")
+        check_site_params(nuclei, cells)
+
+        def segment(nuclear: list[np.ndarray], cell: list[np.ndarray | None]) -> list[dict]:
+            return [
+                segment_site(n, c, nuclei_params=nuclei, cell_params=cells)
+                for n, c in zip(nuclear, cell, strict=True)
+            ]
+
+        max_pixels = 0  # one site at a time
+    elif method == "cellpose":
+        if nuclei:
+            raise ValueError(
+                "nuclei parameters (segment_nuclei) apply to method 'classical' only; "
+                "cellpose takes its nucleus options from the cellpose block"
+            )
+        options = check_cellpose_options(cellpose, cell_channel=cell_channel)
+        if options.cell_model is not None and cells:
+            raise ValueError("cells parameters (segment_cells) are not used with a cell_model")
+        check_site_params(None, cells)
+        segment = _cellpose_segmenter(options, cells)
+        max_pixels = options.batch_size * _CELLPOSE_TILE_PIXELS
+    else:
+        raise ValueError(
+            f"unknown segmentation method {method!r}; choose one of {list(SEGMENTATION_METHODS)}"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for well, site, images in iter_corrected_sites(corrected_dir):
-        for channel in (nuclei_channel, cell_channel):
-            if channel is not None and channel not in images:
-                raise ValueError(
-                    f"{corrected_dir} well {well} site {site}: no channel {channel!r} "
-                    f"(has {list(images)})"
-                )
-        masks = segment_site(
-            images[nuclei_channel],
-            images[cell_channel] if cell_channel else None,
-            nuclei_params=nuclei,
-            cell_params=cells,
+    for group in _site_groups(iter_corrected_sites(corrected_dir), max_pixels):
+        for well, site, images in group:
+            for channel in (nuclei_channel, cell_channel):
+                if channel is not None and channel not in images:
+                    raise ValueError(
+                        f"{corrected_dir} well {well} site {site}: no channel {channel!r} "
+                        f"(has {list(images)})"
+                    )
+        all_masks = segment(
+            [images[nuclei_channel] for _, _, images in group],
+            [images[cell_channel] if cell_channel else None for _, _, images in group],
         )
-        for compartment, labels in masks.items():
-            target = out_dir / site_file(well, site, f"_{compartment}")
-            write_labels(target, labels)
-            written.append(target)
-        log.info("well %s site %d: %d nuclei", well, site, int(masks["nuclei"].max()))
+        for (well, site, _), masks in zip(group, all_masks, strict=True):
+            for compartment, labels in masks.items():
+                target = out_dir / site_file(well, site, f"_{compartment}")
+                write_labels(target, labels)
+                written.append(target)
+            log.info("well %s site %d: %d nuclei", well, site, int(masks["nuclei"].max()))
     return written
 
 
@@ -1235,7 +1729,7 @@ def segment_batch(
 
 # File types :func:`segment_directory` reads (lower-case suffixes).
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
-# Methods of :func:`segment_directory`; "cellpose" is reserved for an optional backend.
+# Segmentation methods; "cellpose" needs the optional cellpose package.
 SEGMENTATION_METHODS = ("classical", "cellpose")
 
 
@@ -1276,28 +1770,42 @@ def nuclei_segmenter(
     Parameters
     ----------
     method : {"classical", "cellpose"}, default "classical"
-        ``"classical"``: :func:`segment_nuclei` with ``params``. ``"cellpose"`` is reserved
-        for an optional deep-learning backend that is not installed here.
+        ``"classical"``: :func:`segment_nuclei` with ``params``. ``"cellpose"``: the cellpose
+        model ``model``, loaded here once.
     model : path or str, optional
-        Model for a learned backend; ``"classical"`` takes none.
+        Cellpose model: a built-in name or a model file (None: the installed cellpose's
+        default nuclei model, see :class:`CellposeOptions`); ``"classical"`` takes none.
     **params
-        Keyword arguments of :func:`segment_nuclei`.
+        Keyword arguments of :func:`segment_nuclei` (classical), or the nucleus options of
+        :class:`CellposeOptions` (cellpose: ``diameter``, ``channels``, ``batch_size``,
+        ``gpu``, ``flow_threshold``, ``cellprob_threshold``, ``min_size``).
 
     Raises
     ------
-    NotImplementedError
-        For ``method="cellpose"``.
     ValueError
         For an unknown method or parameter, or a ``model`` with ``"classical"``.
+    CellposeError
+        If cellpose is not installed or the model cannot be loaded.
     """
-    if method == "cellpose":
-        raise NotImplementedError(
-            "method 'cellpose': the cellpose backend is not installed here; use method='classical'"
-        )
     if method not in SEGMENTATION_METHODS:
         raise ValueError(
             f"unknown segmentation method {method!r}; choose one of {list(SEGMENTATION_METHODS)}"
         )
+    if method == "cellpose":
+        cell_keys = sorted(k for k in params if k.startswith("cell_"))
+        if cell_keys:
+            raise ValueError(f"cellpose options {cell_keys} are not used for nuclei alone")
+        options = check_cellpose_options({**params, "model": model})
+        cellpose_model = _CellposeModel(options.model, gpu=options.gpu)
+
+        def segment_with_cellpose(image: np.ndarray) -> np.ndarray:
+            image = _check_image(image, "image")
+            (labels,) = cellpose_model.segment(
+                [image[np.newaxis]], options, diameter=options.diameter, channels=options.channels
+            )
+            return labels
+
+        return segment_with_cellpose
     if model is not None:
         raise ValueError(f"method {method!r} takes no model (got model={model!r})")
     kwargs = _check_params(params, segment_nuclei, "segment_nuclei parameter")
@@ -1330,13 +1838,15 @@ def segment_directory(
     out_dir : path
         Created if missing; must not be ``in_dir`` (outputs would overwrite inputs).
     method : {"classical", "cellpose"}, default "classical"
-        ``"classical"``: :func:`segment_nuclei`. ``"cellpose"`` is reserved for an optional
-        deep-learning backend that is not installed here.
+        ``"classical"``: :func:`segment_nuclei`. ``"cellpose"``: a cellpose model (optional
+        dependency), loaded once for all images.
     model : path or str, optional
-        Model for a learned backend; not used by ``"classical"``.
+        Cellpose model name or file (see :func:`nuclei_segmenter`); not used by
+        ``"classical"``.
     **params
         Keyword arguments of :func:`segment_nuclei` (the same for every image), e.g.
-        ``diameter=None`` to estimate the diameter per image.
+        ``diameter=None`` to estimate the diameter per image; for cellpose, the nucleus
+        options of :class:`CellposeOptions`.
 
     Returns
     -------
@@ -1345,17 +1855,16 @@ def segment_directory(
 
     Raises
     ------
-    NotImplementedError
-        For ``method="cellpose"``.
     ValueError
         For an unknown method or parameter, a ``model`` with ``"classical"``, no images in
         ``in_dir``, ``out_dir == in_dir``, or two inputs mapping to the same output name.
+    CellposeError
+        If cellpose is not installed or the model cannot be loaded.
     FileNotFoundError
         If ``in_dir`` is not a directory.
     cellstrata.io.ImageReadError
         If an image cannot be read or is not a 2-D plane (the message names the file).
     """
-    segment = nuclei_segmenter(method, model, **params)
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if not in_dir.is_dir():
         raise FileNotFoundError(f"input directory {in_dir} does not exist")
@@ -1376,6 +1885,8 @@ def segment_directory(
         if name in targets:
             raise ValueError(f"{targets[name].name} and {path.name} would both write {name}")
         targets[name] = path
+    # After the inputs are checked: loading a cellpose model takes seconds.
+    segment = nuclei_segmenter(method, model, **params)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, path in targets.items():

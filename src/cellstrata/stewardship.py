@@ -29,7 +29,7 @@ from cellstrata.config import (
     LEVELS,
     PROVENANCE_PATH,
     level_path,
-    level_versions,
+    plate_level_versions,
     retention_of,
 )
 from cellstrata.provenance import read_records
@@ -91,7 +91,8 @@ def tracked_outputs(
     platemaps: dict[str, None] = {}
     for plate in config["plates"]:
         name = plate["name"]
-        raw = _inside(plate["images"], workspace)
+        # A CellProfiler plate's raw data is the CellProfiler output it was given.
+        raw = _inside(plate.get("images") or plate["cellprofiler"], workspace)
         if raw is not None:
             outputs.append(
                 TrackedOutput(
@@ -105,7 +106,7 @@ def tracked_outputs(
             action = retention_of(retention, level, name)
             if action == "delete":
                 continue
-            for version in level_versions(config, level):
+            for version in plate_level_versions(config, name, level):
                 stage = _stage_name(level, *([version] if version else []), name)
                 path = level_path(level, name, version)
                 outputs.append(TrackedOutput(stage, path, level, name, action, version))
@@ -538,7 +539,7 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
             if level == "raw":
                 continue
             action = retention_of(config["retention"], level, plate)
-            for version in level_versions(config, level):
+            for version in plate_level_versions(config, plate, level):
                 files, size = disk_usage(workspace / level_path(level, plate, version))
                 made = [
                     r

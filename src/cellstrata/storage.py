@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from cellstrata.config import LEVEL_PATHS, LEVELS, level_path, level_versions, retention_of
+from cellstrata.config import LEVEL_PATHS, LEVELS, level_path, plate_level_versions, retention_of
 from cellstrata.provenance import read_records
 from cellstrata.stewardship import locked_outputs
 
@@ -28,13 +28,14 @@ def disk_usage(path: Path) -> tuple[int, int]:
 
 
 def _raw_size(plate: Mapping[str, Any], workspace: Path) -> tuple[int, int, str]:
-    """Raw images of a plate: from its manifest, else from the image root, else unknown."""
+    """Raw images of a plate: from its manifest, else from the image root (a CellProfiler
+    plate's output), else unknown."""
     manifest = workspace / LEVEL_PATHS["manifest"].format(plate=plate["name"])
     if manifest.exists():
         sizes = pd.read_parquet(manifest, columns=["bytes"])["bytes"]
         return len(sizes), int(sizes.sum()), "manifest"
-    root = workspace / plate["images"]
-    if root.is_dir():
+    root = workspace / (plate.get("images") or plate["cellprofiler"])
+    if root.exists():
         files, size = disk_usage(root)
         return files, size, "disk"
     return 0, 0, "unknown"
@@ -107,7 +108,7 @@ def storage_plan(config: Mapping[str, Any], workspace: str | os.PathLike = ".") 
         raw_files, raw_bytes, raw_source = _raw_size(plate, workspace)
         for level in LEVELS:
             action = retention_of(config["retention"], level, name)
-            versions = [None] if level == "raw" else level_versions(config, level)
+            versions = [None] if level == "raw" else plate_level_versions(config, name, level)
             for version in versions:
                 if level == "raw":
                     files, size, source = raw_files, raw_bytes, raw_source

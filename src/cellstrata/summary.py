@@ -10,7 +10,13 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from cellstrata.config import LEVEL_PATHS, LEVELS, RULE_LEVELS, retention_of
+from cellstrata.config import (
+    CELLPROFILER_VERSION,
+    LEVEL_PATHS,
+    LEVELS,
+    RULE_LEVELS,
+    retention_of,
+)
 from cellstrata.storage import disk_usage, human_size
 
 
@@ -21,16 +27,35 @@ def summarize(
     retention: Mapping[str, Any],
     version: str,
     results: str | os.PathLike = "results",
+    cellprofiler: Sequence[str | os.PathLike] = (),
 ) -> str:
-    """Render the run summary as plain text (cell counts from segmentation ``version``)."""
-    manifest = pd.concat([pd.read_parquet(p) for p in manifests], ignore_index=True)
-    sites = manifest[["Metadata_Plate", "Metadata_Well", "Metadata_Site"]].drop_duplicates()
+    """Render the run summary as plain text (cell counts from segmentation ``version``).
+
+    ``cellprofiler``: the features tables of plates given as CellProfiler output, whose sites
+    and cells are counted from them and from their ``cellprofiler`` profiles.
+    """
+    keys = ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]
+    tables = [pd.read_parquet(p) for p in manifests]
+    manifest = (
+        pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=[*keys, "bytes"])
+    )
+    parts = [manifest[keys].drop_duplicates()] if tables else []
+    versions = dict.fromkeys(manifest["Metadata_Plate"], version)
+    for path in cellprofiler:
+        parts.append(pd.read_parquet(path, columns=keys).drop_duplicates())
+        versions[Path(path).parent.name] = CELLPROFILER_VERSION
+    sites = pd.concat(parts, ignore_index=True)
     raw_bytes = int(manifest["bytes"].sum())
-    lines = [f"cellstrata run summary: experiment {experiment}, segmentation {version}", ""]
+    made = ([f"segmentation {version}"] if tables else []) + (
+        [f"CellProfiler output (version {CELLPROFILER_VERSION})"] if cellprofiler else []
+    )
+    lines = [f"cellstrata run summary: experiment {experiment}, {'; '.join(made)}", ""]
     lines.append(f"{'plate':<16}{'wells':>7}{'sites':>7}{'cells':>9}")
     cells_total = 0
     for plate, plate_sites in sites.groupby("Metadata_Plate"):
-        aggregated = Path(results, "profiles", version, plate, f"{plate}_aggregated.parquet")
+        aggregated = Path(
+            results, "profiles", versions[plate], plate, f"{plate}_aggregated.parquet"
+        )
         cells = int(pd.read_parquet(aggregated, columns=["Metadata_Object_Count"]).sum().iloc[0])
         cells_total += cells
         lines.append(
@@ -78,6 +103,7 @@ def write_summary(
     experiment: str,
     retention: Mapping[str, Any],
     version: str,
+    cellprofiler: Sequence[str | os.PathLike] = (),
 ) -> str:
     """Write :func:`summarize` output next to the results it describes."""
     text = summarize(
@@ -86,6 +112,7 @@ def write_summary(
         retention=retention,
         version=version,
         results=Path(output).parent,
+        cellprofiler=cellprofiler,
     )
     Path(output).write_text(text)
     return text

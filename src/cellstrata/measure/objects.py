@@ -228,12 +228,21 @@ class FeatureGroup:
         per object row. Must return exactly the suffixes given by ``columns``.
     options : mapping, optional
         Default options of the group (e.g. texture scales); callers override them by name.
+    compartments : tuple of str, optional
+        Measure the group only for these compartments (CellProfiler pipelines measure e.g.
+        neighbours for Nuclei and Cells but not Cytoplasm); other compartments get none of
+        its columns. Default: every compartment.
     """
 
     name: str
     columns: Callable[..., list[str]]
     measure: MeasureFn
     options: Mapping[str, Any] = field(default_factory=dict)
+    compartments: tuple[str, ...] | None = None
+
+    def measures(self, compartment: str) -> bool:
+        """Whether the group has columns for ``compartment``."""
+        return self.compartments is None or compartment in self.compartments
 
     def resolve(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults merged with ``options``; an unknown option raises ValueError naming it."""
