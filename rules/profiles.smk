@@ -11,6 +11,8 @@ rule profiles:
             "profiles",
             "results/profiles/{seg}/{plate}/{plate}_feature_selected.parquet",
         ),
+        cell_qc=retained("profiles", "results/profiles/{seg}/{plate}/{plate}_cell_qc.parquet"),
+        nonfinite=retained("profiles", "results/profiles/{seg}/{plate}/{plate}_nonfinite.parquet"),
         provenance="results/provenance/{plate}/profiles/{seg}.json",
     log:
         "logs/profiles/{seg}/{plate}.log",

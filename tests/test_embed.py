@@ -349,7 +349,7 @@ def test_embeddings_are_aggregated_with_the_features(tmp_path):
     embedded.to_parquet(embeddings_dir / "A01-A02.parquet", index=False)
     profiles = aggregate_features(
         [features_dir / "A01-A02.parquet"], embedding_paths=[embeddings_dir / "A01-A02.parquet"]
-    )
+    ).profiles
     assert list(profiles["Cells_Embedding_0000"]) == [1.5, 3.5]
     assert list(profiles["Cells_AreaShape_Area"]) == [10.5, 12.5]
     # A cell without its embedding is a loud error naming the batch.

@@ -154,3 +154,47 @@ def test_one_well_plate_gives_its_profile(tmp_path, platemap_file):
     normalized = tables["normalized"].filter(regex="^(Cells|Nuclei|Cytoplasm)_")
     assert (normalized == 0).all().all()
     assert list(tables["feature_selected"].columns) == list(tables["normalized"].columns)
+
+
+def test_cell_qc_counts_and_excludes_and_nonfinite_is_reported(tmp_path, platemap_file):
+    cells = _cells(WELLS)
+    # One huge, irregular nucleus in A02; an Inf and a NaN in B03.
+    cells.loc[30, ["Nuclei_AreaShape_Area"]] = 2000
+    cells.loc[cells["Metadata_Well"] == "B03", "Cells_AreaShape_Area"] = np.inf
+    cells.loc[cells.index[-1], "Nuclei_AreaShape_Area"] = np.nan
+    paths = _write_batches(tmp_path, cells)
+    options = dict(
+        platemap_options={"well_column": "well_position"},
+        controls={"column": "role", "negative": ["negative"], "positive": ["positive"]},
+    )
+    conditions = {"large_nuclei": {"Nuclei_AreaShape_Area": 3.0}}
+    kept = build_profiles(paths, platemap_file, cell_qc={"conditions": conditions}, **options)
+    dropped = build_profiles(
+        paths, platemap_file, cell_qc={"conditions": conditions, "exclude": True}, **options
+    )
+    qc = dropped["cell_qc"].set_index("Metadata_Well")
+    assert qc.loc["A02", "Metadata_cqc_large_nuclei"] == 1
+    assert qc["Metadata_cqc_large_nuclei"].sum() == 1
+    assert qc.loc["A02", "Metadata_cqc_excluded"] == 1
+    assert (qc["Metadata_Cells"] == 30).all()
+    counts = dropped["aggregated"].set_index("Metadata_Well")["Metadata_Object_Count"]
+    assert counts["A02"] == 29 and counts["A01"] == 30
+    assert kept["aggregated"].set_index("Metadata_Well").loc["A02", "Metadata_Object_Count"] == 30
+    assert kept["cell_qc"]["Metadata_cqc_excluded"].sum() == 0
+    report = dropped["nonfinite"].set_index("feature")
+    assert report.loc["Cells_AreaShape_Area", "inf"] == 30
+    assert report.loc["Nuclei_AreaShape_Area", "nan"] == 1
+    # Inf never reaches a profile: the median of B03's finite cells is NaN (none), not Inf.
+    assert not np.isinf(dropped["aggregated"]["Cells_AreaShape_Area"]).any()
+
+
+def test_cell_qc_feature_missing_names_the_file(tmp_path, platemap_file):
+    paths = _write_batches(tmp_path, _cells(WELLS))
+    with pytest.raises(ValueError, match=r"batch0\.parquet: cell QC feature.*Eccentricity"):
+        build_profiles(
+            paths,
+            platemap_file,
+            platemap_options={"well_column": "well_position"},
+            controls={"column": "role", "negative": ["negative"], "positive": ["positive"]},
+            cell_qc={"conditions": None},
+        )

@@ -62,6 +62,9 @@ PROVENANCE_PATH = "results/provenance/{plate}"
 
 #: The per-plate profile tables, in the order pycytominer makes them.
 PROFILE_STEPS = ("aggregated", "annotated", "normalized", "feature_selected")
+#: Per-plate reports written beside the profiles: cells flagged/excluded by single-cell QC per
+#: well, and NaN/Inf counts per feature.
+PROFILE_REPORTS = ("cell_qc", "nonfinite")
 
 #: A plate given as CellProfiler output (``plates[].cellprofiler``) enters the chain at the
 #: features level: its one version name (in place of ``<method>-<paramhash>``), its one batch,

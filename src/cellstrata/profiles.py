@@ -6,13 +6,22 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from pycytominer import aggregate, annotate, feature_select, normalize
 from pycytominer.cyto_utils import infer_cp_features
 
+from cellstrata.cellqc import (
+    DEFAULT_CONDITIONS,
+    check_conditions,
+    condition_features,
+    flag_cells,
+    nonfinite_counts,
+    plate_statistics,
+)
 from cellstrata.config import PROFILE_STEPS
 from cellstrata.ingest import IngestError, normalize_well
 from cellstrata.io import write_parquet
@@ -140,18 +149,43 @@ def join_embeddings(
     return joined
 
 
+class Aggregation(NamedTuple):
+    """Per-well profiles and what single-cell QC found on the way."""
+
+    #: Per-well aggregated features, ``Metadata_Object_Count`` included.
+    profiles: pd.DataFrame
+    #: Per well: cells, cells flagged per QC condition, cells excluded.
+    cell_qc: pd.DataFrame
+    #: Per feature with non-finite values: ``feature, nan, inf`` counts over the plate.
+    nonfinite: pd.DataFrame
+
+
 def aggregate_features(
     paths: Sequence[str | os.PathLike],
     *,
     operation: str = "median",
     embedding_paths: Sequence[str | os.PathLike] = (),
-) -> pd.DataFrame:
-    """Aggregate single cells per well, one feature file at a time.
+    cell_qc: Mapping[str, Any] | None = None,
+) -> Aggregation:
+    """Aggregate single cells per well, one feature file at a time, after single-cell QC.
 
     Jobs hold whole wells, so per-file aggregation is exact and only one job's cells are in
     memory at once. ``embedding_paths`` (one per feature file, the same file name) are joined
     to their features first (:func:`join_embeddings`), so the embedding columns are
     aggregated with the features.
+
+    Parameters
+    ----------
+    cell_qc : mapping, optional
+        ``{"conditions": {name: {feature: z threshold}} or None (coSMicQC's defaults),
+        "exclude": bool}``: cells are flagged per condition on per-plate z-scores
+        (:mod:`cellstrata.cellqc`, statistics from a first pass over the files) and, with
+        ``exclude``, left out of the aggregation. ``None`` flags nothing.
+
+    Notes
+    -----
+    Non-finite values are counted per feature (logged and returned), and ±Inf become NaN
+    before aggregation so a median or mean of the finite cells is taken, never an Inf.
     """
     embeddings = {Path(p).name: p for p in embedding_paths}
     if embeddings and sorted(embeddings) != sorted(Path(p).name for p in paths):
@@ -159,7 +193,8 @@ def aggregate_features(
             f"embedding files {sorted(embeddings)} do not match the feature files "
             f"{sorted(Path(p).name for p in paths)}"
         )
-    parts = []
+    conditions, exclude, statistics = _cell_qc_setup(paths, cell_qc)
+    parts, qc_rows, nonfinite = [], [], []
     for path in paths:
         cells = pd.read_parquet(path)
         if embeddings:
@@ -167,6 +202,19 @@ def aggregate_features(
         if cells.empty:
             log.warning("%s: no cells", path)
             continue
+        features = infer_cp_features(cells)
+        nonfinite.append(nonfinite_counts(cells, features))
+        cells[features] = cells[features].replace([np.inf, -np.inf], np.nan)
+        flags = flag_cells(cells, conditions, statistics)
+        flagged = flags.any(axis=1).to_numpy()
+        qc = flags.groupby(cells["Metadata_Well"]).sum()
+        qc.insert(0, "Metadata_Cells", cells.groupby("Metadata_Well").size())
+        qc["Metadata_cqc_excluded"] = (
+            pd.Series(flagged & exclude, index=cells.index).groupby(cells["Metadata_Well"]).sum()
+        )
+        qc_rows.append(qc.reset_index().assign(Metadata_Plate=cells["Metadata_Plate"].iloc[0]))
+        if exclude and flagged.any():
+            cells = cells[~flagged]
         parts.append(
             aggregate(
                 cells,
@@ -179,7 +227,37 @@ def aggregate_features(
         )
     if not parts:
         raise ValueError(f"no cells in any of {len(paths)} feature file(s)")
-    return pd.concat(parts, ignore_index=True).sort_values(STRATA, ignore_index=True)
+    report = _sum_nonfinite(nonfinite)
+    for row in report.itertuples():
+        log.warning("feature %s: %d NaN and %d Inf cell values", row.feature, row.nan, row.inf)
+    cell_qc_table = pd.concat(qc_rows, ignore_index=True)
+    cell_qc_table = cell_qc_table[["Metadata_Plate", *cell_qc_table.columns[:-1]]]
+    for column in cell_qc_table.columns[3:]:
+        log.info("cell QC %s: %d cells", column, int(cell_qc_table[column].sum()))
+    profiles = pd.concat(parts, ignore_index=True).sort_values(STRATA, ignore_index=True)
+    return Aggregation(profiles, cell_qc_table.sort_values(STRATA, ignore_index=True), report)
+
+
+def _cell_qc_setup(
+    paths: Sequence[str | os.PathLike], cell_qc: Mapping[str, Any] | None
+) -> tuple[dict[str, dict[str, float]], bool, dict[str, tuple[float, float]]]:
+    """Conditions, exclude flag and per-plate statistics (first pass over the files)."""
+    if not cell_qc:
+        return {}, False, {}
+    conditions = dict(cell_qc.get("conditions") or DEFAULT_CONDITIONS)
+    columns = pq.read_schema(paths[0]).names if paths else []
+    check_conditions(conditions, columns, str(paths[0]) if paths else "no feature files")
+    statistics = plate_statistics(paths, condition_features(conditions))
+    return conditions, bool(cell_qc.get("exclude", False)), statistics
+
+
+def _sum_nonfinite(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    frames = [part for part in parts if len(part)]
+    if not frames:
+        return pd.DataFrame({"feature": [], "nan": [], "inf": []}).astype(
+            {"feature": str, "nan": np.int64, "inf": np.int64}
+        )
+    return pd.concat(frames).groupby("feature", as_index=False, sort=True).sum()
 
 
 def annotate_profiles(aggregated: pd.DataFrame, platemap: pd.DataFrame) -> pd.DataFrame:
@@ -263,19 +341,25 @@ def build_profiles(
     normalize_samples: str = "negative_controls",
     feature_select_operations: Sequence[str] = ("variance_threshold",),
     embedding_paths: Sequence[str | os.PathLike] = (),
+    cell_qc: Mapping[str, Any] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Run the whole profile chain for one plate (``embedding_paths``: see
+    """Run the whole profile chain for one plate (``embedding_paths``, ``cell_qc``: see
     :func:`aggregate_features`).
 
     Returns
     -------
     dict
-        ``{"aggregated", "annotated", "normalized", "feature_selected"}`` -> DataFrame.
+        ``{"aggregated", "annotated", "normalized", "feature_selected"}`` -> DataFrame, plus
+        the reports ``"cell_qc"`` and ``"nonfinite"`` (:data:`PROFILE_REPORTS`).
     """
     platemap = mark_controls(read_platemap(platemap_path, **platemap_options), **controls)
-    aggregated = aggregate_features(
-        feature_paths, operation=aggregate_operation, embedding_paths=embedding_paths
+    aggregation = aggregate_features(
+        feature_paths,
+        operation=aggregate_operation,
+        embedding_paths=embedding_paths,
+        cell_qc=cell_qc,
     )
+    aggregated = aggregation.profiles
     if len(aggregated) < 2:
         # A plate of one well (e.g. CellProfiler's ExampleHuman site): aggregated and annotated
         # are its profile; normalized to itself every feature is 0 (pycytominer's convention
@@ -289,7 +373,8 @@ def build_profiles(
     annotated = annotate_profiles(aggregated, platemap)
     normalized = normalize_profiles(annotated, method=normalize_method, samples=normalize_samples)
     selected = select_features(normalized, operations=feature_select_operations)
-    return dict(zip(PROFILE_STEPS, (aggregated, annotated, normalized, selected), strict=True))
+    tables = dict(zip(PROFILE_STEPS, (aggregated, annotated, normalized, selected), strict=True))
+    return {**tables, "cell_qc": aggregation.cell_qc, "nonfinite": aggregation.nonfinite}
 
 
 def zprime(positive: Sequence[float], negative: Sequence[float]) -> float:
@@ -305,11 +390,13 @@ def write_profiles(
     outputs: Mapping[str, str | os.PathLike],
     **options: Any,
 ) -> dict[str, pd.DataFrame]:
-    """Run :func:`build_profiles` and write each step to ``outputs[step]`` as Parquet."""
+    """Run :func:`build_profiles`; write each step (and each report given an output path) to
+    ``outputs[name]`` as Parquet."""
     missing = [step for step in PROFILE_STEPS if step not in outputs]
     if missing:
         raise ValueError(f"no output path for profile step(s) {missing}")
     tables = build_profiles(feature_paths, platemap_path, **options)
-    for step, table in tables.items():
-        write_parquet(outputs[step], table)
+    for name, table in tables.items():
+        if name in outputs:
+            write_parquet(outputs[name], table)
     return tables
