@@ -287,6 +287,10 @@ def test_dense_ranks():
     # Values float32 cannot hold take the argsort path; NaNs rank last, each on its own.
     values = np.array([0.1, np.nan, 0.3, 0.1, np.nan])
     np.testing.assert_array_equal(dense_ranks(values), [0, 2, 1, 0, 3])
+    np.testing.assert_array_equal(dense_ranks(values.astype(np.float32)), [0, 2, 1, 0, 3])
+    np.testing.assert_array_equal(
+        dense_ranks(np.array([0.5, -2, 0, -0.0, 3], dtype=np.float32)), [2, 0, 1, 1, 3]
+    )
     assert dense_ranks(np.zeros(0)).size == 0
     rng = np.random.default_rng(0)
     values = rng.integers(0, 50, 1000).astype(np.float32).astype(np.float64)
@@ -315,7 +319,7 @@ def test_single_pixel_constant_and_absent_objects():
     cells[5:11, 5:11] = np.where(cells[5:11, 5:11] == 0, 2, cells[5:11, 5:11])
     cyto = np.where(nuclei > 0, 0, cells)  # object 1 has no cytoplasm
     rng = np.random.default_rng(1)
-    images = {"A": rng.random(shape), "B": rng.random(shape), "Flat": np.full(shape, 0.5)}
+    images = {"A": rng.random(shape), "B": rng.random(shape), "Flat": np.full(shape, 0.1)}
     frame = measure_site(
         {"Nuclei": nuclei, "Cells": cells, "Cytoplasm": cyto}, images, groups=["Correlation"]
     ).set_index("ObjectNumber")
