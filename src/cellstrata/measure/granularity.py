@@ -204,6 +204,21 @@ def _axis_scales(coarse: np.ndarray, fine: np.ndarray) -> tuple[float, float]:
     return float(coarse[0] - 1) / float(fine[0] - 1), float(coarse[1] - 1) / float(fine[1] - 1)
 
 
+def _grey_opening(image: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    """Grey opening as CellProfiler's ``dilation(erosion(image, disk), disk)`` (skimage).
+
+    skimage's ``reflect`` border mode reaches scipy.ndimage, which leaves its output unset
+    when the footprint is more than about twice the image (garbage from ``np.empty``, e.g. a
+    tiny image's background grid under the default ``disk(10)``; scipy 1.17.1). There the
+    image is mirrored instead, which gives the same windows of image values.
+    """
+    radius = max(footprint.shape) // 2
+    if min(image.shape) > radius:
+        return skimage.morphology.dilation(skimage.morphology.erosion(image, footprint), footprint)
+    eroded = scipy.ndimage.grey_erosion(image, footprint=footprint, mode="mirror")
+    return scipy.ndimage.grey_dilation(eroded, footprint=footprint, mode="mirror")
+
+
 def openings(
     image: np.ndarray,
     subsample_size: float = 0.25,
@@ -246,7 +261,7 @@ def openings(
         back_shape = new_shape
         back = pixels
     disk = skimage.morphology.disk(element_size, dtype=bool)
-    back = skimage.morphology.dilation(skimage.morphology.erosion(back, disk), disk)
+    back = _grey_opening(back, disk)
     if image_sample_size < 1:
         scale_r, scale_c = _axis_scales(back_shape, new_shape)
         i, j = np.mgrid[0 : new_shape[0], 0 : new_shape[1]].astype(float)
@@ -289,36 +304,17 @@ def _restore_mean_operator(
     r1 = np.minimum(r0 + 1, rows_n - 1)
     c1 = np.minimum(c0 + 1, cols_n - 1)
 
-    # Sum the weights per (object, grid pixel) with one bincount over a small window per
-    # object (its bounding box on the grid) instead of sorting ~4 entries per pixel; the
-    # windows are laid out in object order, row-major, so the nonzero bins come out as a
-    # canonical CSR matrix.
-    box = objects.bboxes.astype(np.float64)
-    top = np.floor(box[:, 0] * scale_r).astype(np.intp)
-    left = np.floor(box[:, 1] * scale_c).astype(np.intp)
-    bottom = np.minimum(np.floor((box[:, 2] - 1) * scale_r).astype(np.intp) + 1, rows_n - 1)
-    right = np.minimum(np.floor((box[:, 3] - 1) * scale_c).astype(np.intp) + 1, cols_n - 1)
-    height = np.where(objects.present, bottom - top + 1, 0)
-    span = np.where(objects.present, right - left + 1, 0)
-    size = height * span
-    offset = np.cumsum(size) - size
-    start, top_, left_, span_ = offset[obj], top[obj], left[obj], span[obj]
-    bins = np.concatenate(
-        [
-            start + (rr - top_) * span_ + (cc - left_)
-            for rr, cc in ((r0, c0), (r0, c1), (r1, c0), (r1, c1))
-        ]
+    # A COO matrix sums the ~4 entries per pixel into (object, grid pixel) weights. (A faster
+    # per-object-window bincount layout was tried; its index arithmetic could point outside
+    # the grid, and scipy's sparse product reads such indices unchecked: non-deterministic
+    # results.)
+    columns = np.concatenate(
+        [rr * cols_n + cc for rr, cc in ((r0, c0), (r0, c1), (r1, c0), (r1, c1))]
     )
     weights = np.concatenate([(1 - fr) * (1 - fc), (1 - fr) * fc, fr * (1 - fc), fr * fc])
-    summed = np.bincount(bins, weights, minlength=int(size.sum()))
-    nonzero = np.flatnonzero(summed)
-    row = np.repeat(np.arange(objects.n_objects), size)[nonzero]
-    local = nonzero - offset[row]
-    column = (top[row] + local // span[row]) * cols_n + left[row] + local % span[row]
-    indptr = np.r_[0, np.cumsum(np.bincount(row, minlength=objects.n_objects))]
-    return scipy.sparse.csr_matrix(
-        (summed[nonzero], column, indptr), shape=(objects.n_objects, rows_n * cols_n)
-    )
+    return scipy.sparse.coo_matrix(
+        (weights, (np.tile(obj, 4), columns)), shape=(objects.n_objects, rows_n * cols_n)
+    ).tocsr()
 
 
 def measure_granularity(
