@@ -119,8 +119,10 @@ def naive_cp_measure(labels: Mapping[str, np.ndarray], images: Mapping[str, np.n
             for func in core.values():
                 func(mask, pixels)
         for a, b in combinations(images, 2):
-            for func in correlation.values():
-                func(np.clip(images[a], 0, 1), np.clip(images[b], 0, 1), mask)
+            for name, func in correlation.items():
+                # Costes needs the intensity scale of float images (16-bit here).
+                extra = {"scale_max": 65535} if name == "costes" else {}
+                func(np.clip(images[a], 0, 1), np.clip(images[b], 0, 1), mask, **extra)
     return time.process_time() - started
 
 
