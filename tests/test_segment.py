@@ -769,3 +769,19 @@ def test_empty_field_divided_by_illumination_has_no_nuclei(tmp_path):
     ]
     assert counts[:3] == [0, 0, 0]  # the empty wells A01-A03
     assert min(counts[3:]) >= 15  # wells with cells still segment
+
+
+def test_intensity_declumping_splits_along_the_valley():
+    # Two bright-centred nuclei whose union has almost no waist (shape declumping keeps one
+    # object), with a dim valley between their centres: intensity declumping finds two.
+    yy, xx = np.mgrid[:40, :60].astype(float)
+    image = np.zeros((40, 60))
+    for cx in (25.5, 34.5):
+        image += np.exp(-((yy - 20) ** 2 + (xx - cx) ** 2) / (2 * 3.0**2))
+    image = (image * 1000).astype(np.uint16)
+    assert segment_nuclei(image, diameter=12, local_contrast=None, declump="shape").max() == 1
+    labels = segment_nuclei(image, diameter=12, local_contrast=None, declump="intensity")
+    assert labels.max() == 2
+    assert labels[20, 25] != labels[20, 35] and labels[20, 25] > 0 and labels[20, 35] > 0
+    with pytest.raises(ValueError, match="declump must be"):
+        segment_nuclei(image, declump="watershed")
