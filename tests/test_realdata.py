@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 import yaml
 from conftest import REPO, main_version, run_snakemake, shared
 from scipy.optimize import linear_sum_assignment
@@ -116,6 +117,23 @@ def test_examplehuman_matches_cellprofiler(tmp_path):
         mine = ours[f"Nuclei_{name}"].to_numpy()[pairs[:, 1]]
         r[name] = np.corrcoef(theirs, mine)[0, 1]
         print(f"{name}: r = {r[name]:.4f} (median ratio {np.median(mine / theirs):.3f})")
+    # CellProfiler's ExampleHuman run measured no texture or granularity: compare those with
+    # CellProfiler's definitions (cp_measure) on our own nuclei instead.
+    from cp_measure.bulk import get_core_measurements
+
+    (mask_path,) = (tmp_path / "results/masks").glob("*/ExampleHuman/*/*_nuclei.tiff")
+    nuclei = tifffile.imread(mask_path).astype(np.int32)
+    dna = tifffile.imread(next(data.glob("*d0.tif"))) / 255.0
+    core = get_core_measurements()
+    reference = {**core["texture"](nuclei, dna), **core["granularity"](nuclei, dna)}
+    for name, theirs in (
+        ("Texture_Contrast_DNA_3_00_256", "Contrast_3_00_256"),
+        ("Granularity_2_DNA", "Granularity_2"),
+    ):
+        mine, ref = ours[f"Nuclei_{name}"].to_numpy(np.float64), np.asarray(reference[theirs])
+        finite = np.isfinite(mine) & np.isfinite(ref)
+        r[name] = np.corrcoef(mine[finite], ref[finite])[0, 1]
+        print(f"{name}: r = {r[name]:.4f} against cp_measure on our {finite.sum()} nuclei")
     print(f"CellProfiler nuclei {len(cellprofiler)}, ours {len(ours)}, matched {len(pairs)}")
     print(
         f"matched_fraction={matched:.4f} r_area={r['AreaShape_Area']:.4f} "
@@ -124,3 +142,5 @@ def test_examplehuman_matches_cellprofiler(tmp_path):
     assert matched >= 0.95
     assert r["AreaShape_Area"] >= 0.98
     assert r["Intensity_MeanIntensity_DNA"] >= 0.98
+    assert r["Texture_Contrast_DNA_3_00_256"] >= 0.999
+    assert r["Granularity_2_DNA"] >= 0.999
