@@ -117,20 +117,25 @@ def test_correct_batch_writes_named_stacks(tmp_path):
     np.testing.assert_allclose(stack["GFP"], raw / 4.0, rtol=1e-6)
 
 
-def test_unreadable_image_is_named(tmp_path):
-    (tmp_path / "bad.tif").write_bytes(b"xx")
-    tifffile.imwrite(tmp_path / "illum.tiff", np.ones((4, 4), np.float32))
-    rows = pd.DataFrame(
+def _manifest(well, site, path, plate="P", channel="DNA"):
+    """A one-row manifest of one image."""
+    return pd.DataFrame(
         [
             {
-                "Metadata_Plate": "P",
-                "Metadata_Well": "B03",
-                "Metadata_Site": 2,
-                "channel": "DNA",
-                "path": str(tmp_path / "bad.tif"),
+                "Metadata_Plate": plate,
+                "Metadata_Well": well,
+                "Metadata_Site": site,
+                "channel": channel,
+                "path": str(path),
             }
         ]
     )
+
+
+def test_unreadable_image_is_named(tmp_path):
+    (tmp_path / "bad.tif").write_bytes(b"xx")
+    tifffile.imwrite(tmp_path / "illum.tiff", np.ones((4, 4), np.float32))
+    rows = _manifest("B03", 2, tmp_path / "bad.tif")
     with pytest.raises(Exception, match="plate P well B03 site 2 channel DNA"):
         correct_batch(rows, {"DNA": tmp_path / "illum.tiff"}, tmp_path / "out")
     assert not (tmp_path / "out" / "B03_s2.tiff").exists()
@@ -192,17 +197,7 @@ def test_correct_batch_applies_the_recorded_mode(tmp_path):
         tmp_path / "bg.tiff", np.full((8, 8), 0.25, np.float32), metadata={"mode": "background"}
     )
     assert read_function(tmp_path / "bg.tiff")[1] == "background"
-    rows = pd.DataFrame(
-        [
-            {
-                "Metadata_Plate": "P",
-                "Metadata_Well": "A01",
-                "Metadata_Site": 1,
-                "channel": "DNA",
-                "path": str(tmp_path / "a.tif"),
-            }
-        ]
-    )
+    rows = _manifest("A01", 1, tmp_path / "a.tif")
     (written,) = correct_batch(rows, {"DNA": tmp_path / "bg.tiff"}, tmp_path / "out")
     np.testing.assert_allclose(read_stack(written)["DNA"], 30000 / 65535 - 0.25, rtol=1e-5)
 

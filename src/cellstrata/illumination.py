@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -195,32 +196,21 @@ def write_illumination(
     manifest_path: str | os.PathLike,
     channel: str,
     output: str | os.PathLike,
-    *,
-    mode: str = "regular",
-    block_size: int = 60,
-    smoothing: str = "median",
-    filter_size: int | None = None,
-    rescale: str | None = None,
+    **options: Any,
 ) -> np.ndarray:
     """Compute one channel's illumination function from a plate manifest; write it as TIFF.
 
-    The TIFF metadata records the ``mode``, so the correction applies the function the way
-    it was made (:func:`read_function`).
+    ``options`` are the keyword arguments of :func:`compute_illumination` (the config's
+    ``illumination`` block). The TIFF metadata records the mode, so the correction applies
+    the function the way it was made (:func:`read_function`).
     """
     manifest = pd.read_parquet(manifest_path)
     paths = list(manifest.loc[manifest["channel"] == channel, "path"])
     if not paths:
         raise ValueError(f"{manifest_path}: no image of channel {channel}")
-    function = compute_illumination(
-        paths,
-        mode=mode,
-        block_size=block_size,
-        smoothing=smoothing,
-        filter_size=filter_size,
-        rescale=rescale,
-    )
+    function = compute_illumination(paths, **options)
     log.info("channel %s: %s", channel, describe_function(function))
-    write_tiff(output, function, metadata={"mode": mode})
+    write_tiff(output, function, metadata={"mode": options.get("mode", "regular")})
     return function
 
 
