@@ -92,7 +92,9 @@ def summarize(
     for plate in sorted(sites["Metadata_Plate"].unique()):
         for path in sorted(Path(results, "profiles").glob(f"*/{plate}/*.parquet")):
             meta = pq.ParquetFile(path).metadata
-            lines.append(f"  {path}  ({meta.num_rows} wells x {meta.num_columns} columns)")
+            # Report tables beside the profiles have a row per feature, not per well.
+            unit = "features" if path.stem.endswith("_nonfinite") else "wells"
+            lines.append(f"  {path}  ({meta.num_rows} {unit} x {meta.num_columns} columns)")
     return "\n".join(lines) + "\n"
 
 
