@@ -22,6 +22,19 @@ def shared(*parts: str) -> Path:
     return path
 
 
+#: Fluorescent channels of the real Cell Painting site, as its CellProfiler run named them.
+CELLPROFILER_CHANNELS = ["CorrAGP", "CorrDNA", "CorrER", "CorrMito", "CorrRNA"]
+
+
+def cellprofiler_header() -> list[str]:
+    """Column names of real CellProfiler single-cell output (the Cell Painting site of
+    ../shared, joined by CytoTable); skips the test when it is absent."""
+    import pyarrow.parquet as pq
+
+    path = shared("cellpainting_site_BR00143976", "BR00143976_shrunken.parquet")
+    return pq.read_schema(path).names
+
+
 def write_plate(
     root: Path,
     *,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import skimage.measure
+from conftest import CELLPROFILER_CHANNELS, cellprofiler_header, shared
 from scipy import ndimage
 from skimage.segmentation import expand_labels
 
@@ -20,16 +20,6 @@ from cellstrata.features import (
     measure_site,
 )
 from cellstrata.measure import shape
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def shared(*parts: str) -> Path:
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real data not available: {path} is absent")
-    return path
-
 
 # --------------------------------------------------------------------------------------------
 # A tiny hand-checkable site
@@ -539,11 +529,8 @@ def test_names_match_cellprofiler_csv():
 
 @pytest.mark.realdata
 def test_names_match_cytotable_parquet():
-    pq = pytest.importorskip("pyarrow.parquet")
-    path = shared("cellpainting_site_BR00143976", "BR00143976_shrunken.parquet")
-    header = set(pq.read_schema(path).names)
-    channels = ["CorrAGP", "CorrDNA", "CorrER", "CorrMito", "CorrRNA"]
-    ours = feature_columns(channels)
+    header = set(cellprofiler_header())
+    ours = feature_columns(CELLPROFILER_CHANNELS)
     assert [c for c in ours if c not in header] == []
     assert "Cells_Intensity_MeanIntensity_CorrAGP" in ours
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 import skimage.morphology
-from conftest import shared
+from conftest import CELLPROFILER_CHANNELS, cellprofiler_header
 from skimage.segmentation import expand_labels, relabel_sequential
 
 from cellstrata.features import feature_columns, measure_site
@@ -140,10 +140,8 @@ def test_bad_options_raise(options):
 
 @pytest.mark.realdata
 def test_names_match_cytotable_parquet():
-    pq = pytest.importorskip("pyarrow.parquet")
-    path = shared("cellpainting_site_BR00143976", "BR00143976_shrunken.parquet")
-    header = set(pq.read_schema(path).names)
-    channels = ("CorrAGP", "CorrDNA", "CorrER", "CorrMito", "CorrRNA")
+    header = set(cellprofiler_header())
+    channels = tuple(CELLPROFILER_CHANNELS)
     names = {
         f"{compartment}_Granularity_{k}_{channel}"
         for compartment in COMPARTMENTS

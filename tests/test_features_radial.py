@@ -14,7 +14,7 @@ import centrosome.propagate
 import numpy as np
 import pytest
 import scipy.ndimage
-from conftest import shared
+from conftest import cellprofiler_header
 from skimage.segmentation import expand_labels
 
 from cellstrata.features import feature_columns, measure_site
@@ -78,9 +78,7 @@ def measured():
 
 @pytest.mark.realdata
 def test_names_match_cellprofiler_header():
-    pq = pytest.importorskip("pyarrow.parquet")
-    path = shared("cellpainting_site_BR00143976", "BR00143976_shrunken.parquet")
-    header = {c for c in pq.read_schema(path).names if "_RadialDistribution_" in c}
+    header = {c for c in cellprofiler_header() if "_RadialDistribution_" in c}
     # CellProfiler's ExportToDatabase shortened the 65-character Cytoplasm Zernike names of
     # CorrBrightfield (dropping a vowel) to fit 64; the measurement name itself is unchanged.
     assert "Cytoplasm_RadialDistribution_ZernikeMagnitude_CorrBrightfild_0_0" in header

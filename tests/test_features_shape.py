@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import shared
+from conftest import CELLPROFILER_CHANNELS, cellprofiler_header
 from skimage.measure import label as connected_components
 from skimage.segmentation import expand_labels, relabel_sequential
 
@@ -81,10 +81,8 @@ def _centrosome_zernike(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
 
 @pytest.mark.realdata
 def test_areashape_names_equal_cellprofiler_header():
-    pq = pytest.importorskip("pyarrow.parquet")
-    path = shared("cellpainting_site_BR00143976", "BR00143976_shrunken.parquet")
-    header = pq.read_schema(path).names
-    ours = feature_columns(["CorrAGP", "CorrDNA", "CorrER", "CorrMito", "CorrRNA"])
+    header = cellprofiler_header()
+    ours = feature_columns(CELLPROFILER_CHANNELS)
     for compartment in COMPARTMENTS:
         prefix = f"{compartment}_AreaShape_"
         theirs = {c for c in header if c.startswith(prefix)}

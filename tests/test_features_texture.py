@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import shared
+from conftest import CELLPROFILER_CHANNELS, cellprofiler_header, shared
 from scipy import ndimage
 from skimage.segmentation import expand_labels, relabel_sequential
 
@@ -107,13 +107,11 @@ def test_bad_options_raise(options):
 
 @pytest.mark.realdata
 def test_names_match_cytotable_parquet():
-    pq = pytest.importorskip("pyarrow.parquet")
-    path = shared("cellpainting_site_BR00143976", "BR00143976_shrunken.parquet")
-    channels = ["CorrAGP", "CorrDNA", "CorrER", "CorrMito", "CorrRNA"]
+    channels = CELLPROFILER_CHANNELS
     ours = set(feature_columns(channels))
     # Texture_<feature>_<channel>_3_0?_256 (the brightfield channel is not measured here).
     measured = [
-        c for c in pq.read_schema(path).names if "_Texture_" in c and c.split("_")[3] in channels
+        c for c in cellprofiler_header() if "_Texture_" in c and c.split("_")[3] in channels
     ]
     assert len(measured) == 3 * 13 * 5 * 4
     assert [c for c in measured if c not in ours] == []
