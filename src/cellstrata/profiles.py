@@ -212,7 +212,9 @@ def aggregate_features(
         qc["Metadata_cqc_excluded"] = (
             pd.Series(flagged & exclude, index=cells.index).groupby(cells["Metadata_Well"]).sum()
         )
-        qc_rows.append(qc.reset_index().assign(Metadata_Plate=cells["Metadata_Plate"].iloc[0]))
+        qc = qc.reset_index()
+        qc.insert(0, "Metadata_Plate", cells["Metadata_Plate"].iloc[0])
+        qc_rows.append(qc)
         if exclude and flagged.any():
             cells = cells[~flagged]
         parts.append(
@@ -231,7 +233,6 @@ def aggregate_features(
     for row in report.itertuples():
         log.warning("feature %s: %d NaN and %d Inf cell values", row.feature, row.nan, row.inf)
     cell_qc_table = pd.concat(qc_rows, ignore_index=True)
-    cell_qc_table = cell_qc_table[["Metadata_Plate", *cell_qc_table.columns[:-1]]]
     for column in cell_qc_table.columns[3:]:
         log.info("cell QC %s: %d cells", column, int(cell_qc_table[column].sum()))
     profiles = pd.concat(parts, ignore_index=True).sort_values(STRATA, ignore_index=True)
