@@ -13,6 +13,11 @@ rule profiles:
         ),
         cell_qc=retained("profiles", "results/profiles/{seg}/{plate}/{plate}_cell_qc.parquet"),
         nonfinite=retained("profiles", "results/profiles/{seg}/{plate}/{plate}_nonfinite.parquet"),
+        platemap=retained("profiles", "results/profiles/{seg}/{plate}/{plate}_platemap.parquet"),
+        normalization=retained(
+            "profiles",
+            "results/profiles/{seg}/{plate}/{plate}_normalization.parquet",
+        ),
         provenance="results/provenance/{plate}/profiles/{seg}.json",
     log:
         "logs/profiles/{seg}/{plate}.log",

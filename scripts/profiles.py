@@ -8,6 +8,7 @@ with recorded_job(snakemake):
         snakemake.input.features,
         snakemake.input.platemap,
         dict(snakemake.output.items()),
+        plate=snakemake.wildcards.plate,
         embedding_paths=list(snakemake.input.embeddings),
         platemap_options=snakemake.params.platemap,
         controls=snakemake.params.controls,

@@ -24,7 +24,7 @@ from cellstrata.embed import (
     model_format,
     normalize_crops,
 )
-from cellstrata.profiles import aggregate_features, join_embeddings
+from cellstrata.profiles import aggregate_features, embedding_rows
 from cellstrata.stewardship import tracked_outputs
 
 CHANNELS = ["DNA", "GFP", "AGP"]
@@ -365,15 +365,17 @@ def test_embeddings_are_aggregated_with_the_features(tmp_path):
         )
 
 
-def test_join_refuses_duplicates_and_shared_columns(tmp_path):
+def test_embedding_rows_refuse_duplicates_and_shared_columns(tmp_path):
     cells = _cells()
-    path = tmp_path / "e.parquet"
+    features, path = tmp_path / "B01.parquet", tmp_path / "e.parquet"
+    cells.to_parquet(features)
+    keys = cells[list(CELL_KEYS)]
     cells[list(CELL_KEYS)].iloc[[0, 0, 1, 2]].assign(Cells_Embedding_0000=1.0).to_parquet(path)
     with pytest.raises(ValueError, match="appear twice in the embeddings"):
-        join_embeddings(cells, "f/B01.parquet", path)
+        embedding_rows(keys, features, path)
     cells.to_parquet(path)
     with pytest.raises(ValueError, match="both have column"):
-        join_embeddings(cells, "f/B01.parquet", path)
+        embedding_rows(keys, features, path)
 
 
 # --------------------------------------------------------------------------------------------

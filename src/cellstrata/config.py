@@ -63,8 +63,9 @@ PROVENANCE_PATH = "results/provenance/{plate}"
 #: The per-plate profile tables, in the order pycytominer makes them.
 PROFILE_STEPS = ("aggregated", "annotated", "normalized", "feature_selected")
 #: Per-plate reports written beside the profiles: cells flagged/excluded by single-cell QC per
-#: well, and NaN/Inf counts per feature.
-PROFILE_REPORTS = ("cell_qc", "nonfinite")
+#: well, NaN/Inf counts per feature, platemap findings (duplicates, unmapped and never-imaged
+#: wells), and features normalization left out or found NaN.
+PROFILE_REPORTS = ("cell_qc", "nonfinite", "platemap", "normalization")
 
 #: A plate given as CellProfiler output (``plates[].cellprofiler``) enters the chain at the
 #: features level: its one version name (in place of ``<method>-<paramhash>``), its one batch,

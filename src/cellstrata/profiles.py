@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,45 +40,152 @@ class PlatemapError(ValueError):
     """Platemap and imaged wells disagree; the message names the plate and wells."""
 
 
+#: Columns of the platemap report (``<plate>_platemap.parquet``): one row per finding.
+PLATEMAP_REPORT = ["Metadata_Plate", "Metadata_Well", "issue", "action", "detail"]
+#: ``Metadata_control_type`` of an imaged well the platemap does not describe (report mode):
+#: never a control, never silently dropped.
+UNANNOTATED = "unannotated"
+
+
+class Platemap(NamedTuple):
+    """A platemap read for one plate, and what reading it found."""
+
+    #: One row per well, canonical ``Metadata_Well`` (A01) first, ``Metadata_`` columns.
+    table: pd.DataFrame
+    #: :data:`PLATEMAP_REPORT` rows: duplicates, mixed well spellings, unreadable wells.
+    issues: pd.DataFrame
+
+
 def read_platemap(
     path: str | os.PathLike,
     *,
     well_column: str | None = "well",
     row_column: str | None = None,
     column_column: str | None = None,
-) -> pd.DataFrame:
+    plate_column: str | None = None,
+    plate: str | None = None,
+    on_mismatch: str = "error",
+    treatment_columns: Sequence[str] | None = None,
+) -> Platemap:
     """Read a CSV/TSV platemap and give it a canonical ``Metadata_Well`` column.
 
-    Every other column is kept, prefixed with ``Metadata_`` unless it already is.
+    Every other column is kept, prefixed with ``Metadata_`` unless it already is. Wells
+    written ``A1``, ``A01``, ``a01`` or ``r01c01`` are all read as ``A01``; a well listed
+    twice with the same annotation is kept once. What cannot be resolved is an error, or,
+    with ``on_mismatch="report"``, left out and reported.
+
+    Parameters
+    ----------
+    plate_column, plate : str, optional
+        For a platemap of several plates: the column naming the plate, and this plate.
+    on_mismatch : {"error", "report"}
+        What an unreadable well or a well listed twice with different annotations does.
+    treatment_columns : sequence of str, optional
+        Columns naming a treatment (consensus, mAP): checked here, so a typo fails before any
+        work.
 
     Raises
     ------
     PlatemapError
-        When the well column(s) are missing, a well cannot be read, or a well is listed twice.
+        Naming the file, plate and wells: missing columns, no rows for the plate, and (unless
+        reporting) unreadable wells or conflicting duplicates.
     """
     path = Path(path)
+    where = f"platemap {path}" + (f", plate {plate}" if plate is not None else "")
     sep = "\t" if path.suffix.lower() in {".tsv", ".txt"} else ","
     table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     needed = [well_column] if well_column else [row_column, column_column]
+    needed += [plate_column] if plate_column else []
+    needed += [c.removeprefix("Metadata_") for c in treatment_columns or ()]
     missing = [c for c in needed if c not in table.columns]
     if missing:
-        raise PlatemapError(f"platemap {path}: column(s) {missing} not found in {list(table)}")
-    try:
-        if well_column:
-            wells = [normalize_well(w) for w in table[well_column]]
-        else:
-            wells = [
-                normalize_well(row=r, column=c)
-                for r, c in zip(table[row_column], table[column_column], strict=True)
-            ]
-    except IngestError as err:
-        raise PlatemapError(f"platemap {path}: {err}") from err
+        raise PlatemapError(f"{where}: column(s) {missing} not found in {list(table)}")
+    if plate_column:
+        table = table[table[plate_column] == str(plate)].drop(columns=plate_column)
+        if table.empty:
+            raise PlatemapError(f"{where}: no row has {plate_column} == {plate!r}")
+    spelled = (
+        table[well_column]
+        if well_column
+        else table[row_column].str.strip() + "/" + table[column_column].str.strip()
+    )
+    issues = []
+    wells = []
+    for text in spelled:
+        try:
+            if well_column:
+                wells.append(normalize_well(text))
+            else:
+                wells.append(normalize_well(row=text.split("/")[0], column=text.split("/")[1]))
+        except IngestError as err:
+            if on_mismatch != "report":
+                raise PlatemapError(f"{where}: {err}") from err
+            wells.append(None)
+            issues.append((plate, text, "unreadable_well", "row left out", str(err)))
     table = table.rename(columns=lambda c: c if c.startswith("Metadata_") else f"Metadata_{c}")
     table.insert(0, "Metadata_Well", wells)
-    duplicated = sorted(table.loc[table["Metadata_Well"].duplicated(), "Metadata_Well"].unique())
-    if duplicated:
-        raise PlatemapError(f"platemap {path}: well(s) listed more than once: {duplicated}")
-    return _restore_numbers(table)
+    table = table[table["Metadata_Well"].notna()]
+    if well_column:
+        issues += _mixed_spellings(table["Metadata_Well"], spelled[table.index], plate, where)
+    spellings = [f"Metadata_{c}" for c in (well_column, row_column, column_column) if c]
+    table, duplicate_issues = _resolve_duplicates(table, spellings, plate, where, on_mismatch)
+    issues += duplicate_issues
+    return Platemap(
+        _restore_numbers(table.reset_index(drop=True)),
+        pd.DataFrame(issues, columns=PLATEMAP_REPORT),
+    )
+
+
+def _well_style(text: str) -> str:
+    text = text.strip().upper()
+    if text.startswith("R") and "C" in text[1:]:
+        return "r01c01"
+    digits = text.lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    return "A01" if len(digits) > 1 and digits.startswith("0") else "A1"
+
+
+def _mixed_spellings(
+    wells: pd.Series, spelled: pd.Series, plate: str | None, where: str
+) -> list[tuple]:
+    """One report row when a platemap writes wells in more than one style (A1, A01, r01c01):
+    unambiguous, so read, but a sign of a hand-merged file."""
+    styles = spelled.map(_well_style)
+    # A1 and A01 agree for two-digit columns (A10), so only single-digit columns tell.
+    single = wells.str[-2:].astype(int) < 10
+    found = sorted(set(styles[single | (styles == "r01c01")]))
+    if len(found) < 2:
+        return []
+    examples = {
+        style: spelled[single & (styles == style)].iloc[0]
+        for style in found
+        if (single & (styles == style)).any()
+    }
+    log.warning("%s: wells written in several styles %s, all read as A01", where, examples)
+    return [(plate, None, "mixed_well_format", "normalized", f"styles {examples}")]
+
+
+def _resolve_duplicates(
+    table: pd.DataFrame, spellings: Sequence[str], plate: str | None, where: str, on_mismatch: str
+) -> tuple[pd.DataFrame, list[tuple]]:
+    """Keep a well listed twice with one annotation once (``spellings``, the columns the well
+    was read from, may differ); conflicting annotations are an error, or (reporting) the well
+    is left unannotated."""
+    issues = []
+    repeated = table[table["Metadata_Well"].duplicated(keep=False)]
+    for well, rows in repeated.groupby("Metadata_Well"):
+        annotations = rows.drop(columns=["Metadata_Well", *spellings]).drop_duplicates()
+        if len(annotations) == 1:
+            log.warning("%s: well %s listed %d times with one annotation", where, well, len(rows))
+            issues.append((plate, well, "duplicate_well", "kept once", f"{len(rows)} rows"))
+            continue
+        differing = [c for c in annotations.columns if annotations[c].nunique() > 1]
+        detail = f"{len(rows)} rows differ in {differing}"
+        if on_mismatch != "report":
+            raise PlatemapError(f"{where}: well {well} listed more than once: {detail}")
+        issues.append((plate, well, "conflicting_duplicate", "left unannotated", detail))
+    conflicting = [i[1] for i in issues if i[2] == "conflicting_duplicate"]
+    table = table[~table["Metadata_Well"].isin(conflicting)]
+    return table.drop_duplicates("Metadata_Well"), issues
 
 
 def _restore_numbers(table: pd.DataFrame) -> pd.DataFrame:
@@ -121,32 +228,55 @@ def mark_controls(
     return platemap.assign(**{CONTROL_COLUMN: types})
 
 
-def join_embeddings(
-    cells: pd.DataFrame, features_path: str | os.PathLike, embedding_path: str | os.PathLike
-) -> pd.DataFrame:
-    """Join one job's embedding table (:mod:`cellstrata.embed`) to its features on the cell keys.
+#: Bytes of one float64 block of single-cell values (all cells of a file, some feature
+#: columns) held at once while aggregating: what bounds memory, whatever the plate size.
+CHUNK_BYTES = 128 * 2**20
 
-    Every cell must have exactly one embedding and every embedding one cell; anything else
-    (crops of another segmentation, duplicated keys, columns in both) is an error naming the
-    batch.
+
+def embedding_rows(
+    keys: pd.DataFrame, features_path: str | os.PathLike, embedding_path: str | os.PathLike
+) -> tuple[np.ndarray, list[str]]:
+    """Match one job's embedding table (:mod:`cellstrata.embed`) to its cells by the cell keys.
+
+    Parameters
+    ----------
+    keys : pandas.DataFrame
+        The :data:`CELL_KEYS` columns of the feature file, one row per cell.
+
+    Returns
+    -------
+    rows : numpy.ndarray
+        For each cell (row of ``keys``), its row in the embedding table.
+    columns : list of str
+        The embedding feature columns.
+
+    Raises
+    ------
+    ValueError
+        Naming the batch, when a cell has no embedding or an embedding no cell (crops of
+        another segmentation), a key appears twice, or a column is in both tables.
     """
-    embeddings = pd.read_parquet(embedding_path)
+    schema = pq.read_schema(embedding_path).names
+    columns = [c for c in schema if c not in CELL_KEYS]
     batch = f"batch {Path(features_path).stem} ({features_path} and {embedding_path})"
-    shared = sorted(set(cells.columns) & set(embeddings.columns) - set(CELL_KEYS))
+    shared = sorted(set(columns) & set(pq.read_schema(features_path).names))
     if shared:
         raise ValueError(f"{batch}: features and embeddings both have column(s) {shared[:5]}")
-    for name, table in (("features", cells), ("embeddings", embeddings)):
+    embedded = pq.read_table(embedding_path, columns=CELL_KEYS).to_pandas()
+    for name, table in (("features", keys), ("embeddings", embedded)):
         duplicated = int(table.duplicated(CELL_KEYS).sum())
         if duplicated:
             raise ValueError(f"{batch}: {duplicated} cell key(s) appear twice in the {name}")
-    joined = cells.merge(embeddings, on=CELL_KEYS, how="inner")
-    if not len(joined) == len(cells) == len(embeddings):
+    position = embedded.assign(_row=np.arange(len(embedded)))
+    joined = keys.merge(position, on=CELL_KEYS, how="left")
+    matched = int(joined["_row"].notna().sum())
+    if not len(keys) == len(embedded) == matched:
         raise ValueError(
-            f"{batch}: {len(cells)} cells in the features, {len(embeddings)} embeddings, "
-            f"{len(joined)} in both; every cell needs its embedding (were the crops made "
+            f"{batch}: {len(keys)} cells in the features, {len(embedded)} embeddings, "
+            f"{matched} in both; every cell needs its embedding (were the crops made "
             "from the same masks?)"
         )
-    return joined
+    return joined["_row"].to_numpy(np.int64), columns
 
 
 class Aggregation(NamedTuple):
@@ -166,21 +296,29 @@ def aggregate_features(
     operation: str = "median",
     embedding_paths: Sequence[str | os.PathLike] = (),
     cell_qc: Mapping[str, Any] | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Aggregation:
-    """Aggregate single cells per well, one feature file at a time, after single-cell QC.
+    """Aggregate single cells per well with pycytominer, streaming columns from Parquet.
 
-    Jobs hold whole wells, so per-file aggregation is exact and only one job's cells are in
-    memory at once. ``embedding_paths`` (one per feature file, the same file name) are joined
-    to their features first (:func:`join_embeddings`), so the embedding columns are
-    aggregated with the features.
+    The single-cell table is never loaded whole: per file, the cell keys are read once, then
+    pycytominer's ``aggregate`` runs on blocks of feature columns sized so one float64 block
+    holds at most ``chunk_bytes`` (memory is bounded by cells per file × block width, not by
+    the feature count). A well must lie in one file (jobs hold whole wells; a CellProfiler
+    plate is one file), which makes per-file aggregation exact; a well in two files is an
+    error naming both.
 
     Parameters
     ----------
+    embedding_paths : sequence of path-like
+        One per feature file, the same file name: their columns are matched to the cells by
+        :data:`CELL_KEYS` (:func:`embedding_rows`) and aggregated with the features.
     cell_qc : mapping, optional
         ``{"conditions": {name: {feature: z threshold}} or None (coSMicQC's defaults),
         "exclude": bool}``: cells are flagged per condition on per-plate z-scores
         (:mod:`cellstrata.cellqc`, statistics from a first pass over the files) and, with
         ``exclude``, left out of the aggregation. ``None`` flags nothing.
+    chunk_bytes : int
+        Memory of one float64 block of cell values.
 
     Notes
     -----
@@ -193,40 +331,44 @@ def aggregate_features(
             f"embedding files {sorted(embeddings)} do not match the feature files "
             f"{sorted(Path(p).name for p in paths)}"
         )
+    _check_wells_in_one_file(paths)
     conditions, exclude, statistics = _cell_qc_setup(paths, cell_qc)
     parts, qc_rows, nonfinite = [], [], []
     for path in paths:
-        cells = pd.read_parquet(path)
-        if embeddings:
-            cells = join_embeddings(cells, path, embeddings[Path(path).name])
-        if cells.empty:
+        keys = pq.read_table(path, columns=CELL_KEYS).to_pandas()
+        if keys.empty:
             log.warning("%s: no cells", path)
             continue
-        features = infer_cp_features(cells)
-        nonfinite.append(nonfinite_counts(cells, features))
-        cells[features] = cells[features].replace([np.inf, -np.inf], np.nan)
-        flags = flag_cells(cells, conditions, statistics)
+        sources = [(path, _feature_columns(path), None)]
+        if embeddings:
+            rows, columns = embedding_rows(keys, path, embeddings[Path(path).name])
+            sources.append((embeddings[Path(path).name], columns, rows))
+        flags = flag_cells(
+            pd.read_parquet(path, columns=condition_features(conditions)), conditions, statistics
+        )
         flagged = flags.any(axis=1).to_numpy()
-        qc = flags.groupby(cells["Metadata_Well"]).sum()
-        qc.insert(0, "Metadata_Cells", cells.groupby("Metadata_Well").size())
-        qc["Metadata_cqc_excluded"] = (
-            pd.Series(flagged & exclude, index=cells.index).groupby(cells["Metadata_Well"]).sum()
-        )
-        qc = qc.reset_index()
-        qc.insert(0, "Metadata_Plate", cells["Metadata_Plate"].iloc[0])
-        qc_rows.append(qc)
-        if exclude and flagged.any():
-            cells = cells[~flagged]
-        parts.append(
-            aggregate(
-                cells,
-                strata=STRATA,
-                features="infer",
-                operation=operation,
-                compute_object_count=True,
-                object_feature="Metadata_ObjectNumber",
+        qc_rows.append(_cell_qc_counts(keys, flags, flagged & exclude))
+        kept = ~(flagged & exclude)
+        well_parts = []
+        for source, rows, block_columns in _blocks(sources, len(keys), chunk_bytes):
+            block = pq.read_table(source, columns=block_columns).to_pandas()
+            if rows is not None:
+                block = block.iloc[rows].reset_index(drop=True)
+            nonfinite.append(nonfinite_counts(block, block_columns))
+            block = block.replace([np.inf, -np.inf], np.nan)
+            cells = pd.concat([keys, block], axis=1)[kept]
+            well_parts.append(
+                aggregate(
+                    cells,
+                    strata=STRATA,
+                    features=block_columns,
+                    operation=operation,
+                    compute_object_count=not well_parts,
+                    object_feature="Metadata_ObjectNumber",
+                ).set_index(STRATA)
             )
-        )
+            del block, cells
+        parts.append(pd.concat(well_parts, axis=1).reset_index())
     if not parts:
         raise ValueError(f"no cells in any of {len(paths)} feature file(s)")
     report = _sum_nonfinite(nonfinite)
@@ -237,6 +379,45 @@ def aggregate_features(
         log.info("cell QC %s: %d cells", column, int(cell_qc_table[column].sum()))
     profiles = pd.concat(parts, ignore_index=True).sort_values(STRATA, ignore_index=True)
     return Aggregation(profiles, cell_qc_table.sort_values(STRATA, ignore_index=True), report)
+
+
+def _feature_columns(path: str | os.PathLike) -> list[str]:
+    """pycytominer's feature columns of a Parquet file, from its schema alone."""
+    return infer_cp_features(pd.DataFrame(columns=pq.read_schema(path).names))
+
+
+def _blocks(
+    sources: Sequence[tuple[Any, list[str], np.ndarray | None]], n_cells: int, chunk_bytes: int
+) -> Iterator[tuple[Any, np.ndarray | None, list[str]]]:
+    """Yield ``(source, rows, columns)``: each source's columns in blocks of ``chunk_bytes``."""
+    width = max(1, chunk_bytes // (8 * max(n_cells, 1)))
+    for source, columns, rows in sources:
+        for start in range(0, len(columns), width):
+            yield source, rows, columns[start : start + width]
+
+
+def _check_wells_in_one_file(paths: Sequence[str | os.PathLike]) -> None:
+    seen: dict[tuple[str, str], str] = {}
+    for path in paths:
+        wells = pq.read_table(path, columns=STRATA).to_pandas().drop_duplicates()
+        for plate, well in wells.itertuples(index=False):
+            first = seen.setdefault((plate, well), str(path))
+            if first != str(path):
+                raise ValueError(
+                    f"plate {plate} well {well}: cells in two feature files ({first} and "
+                    f"{path}); per-well aggregation needs each well in one file"
+                )
+
+
+def _cell_qc_counts(keys: pd.DataFrame, flags: pd.DataFrame, excluded: np.ndarray) -> pd.DataFrame:
+    """Per well: cells, cells flagged per condition, cells excluded."""
+    wells = keys["Metadata_Well"].to_numpy()
+    qc = flags.groupby(wells).sum()
+    qc.insert(0, "Metadata_Cells", pd.Series(wells).value_counts())
+    qc["Metadata_cqc_excluded"] = pd.Series(excluded).groupby(wells).sum()
+    qc = qc.rename_axis("Metadata_Well").reset_index()
+    qc.insert(0, "Metadata_Plate", keys["Metadata_Plate"].iloc[0])
+    return qc
 
 
 def _cell_qc_setup(
@@ -261,21 +442,41 @@ def _sum_nonfinite(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames).groupby("feature", as_index=False, sort=True).sum()
 
 
-def annotate_profiles(aggregated: pd.DataFrame, platemap: pd.DataFrame) -> pd.DataFrame:
-    """Join profiles with the platemap, refusing wells the platemap does not describe.
+def annotate_profiles(
+    aggregated: pd.DataFrame, platemap: pd.DataFrame, *, on_mismatch: str = "error"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Join profiles with the platemap (pycytominer's annotate); no well may vanish.
 
     pycytominer's annotate is an inner join, so an imaged well absent from the platemap would
-    vanish silently; here it is an error. Platemap wells never imaged are logged.
+    vanish silently. Here it is an error naming the plate and wells or, with
+    ``on_mismatch="report"``, the well is kept with empty annotations and
+    ``Metadata_control_type`` :data:`UNANNOTATED` (so it is never a control). Platemap wells
+    never imaged are reported either way.
+
+    Returns
+    -------
+    annotated : pandas.DataFrame
+        One row per aggregated well.
+    issues : pandas.DataFrame
+        :data:`PLATEMAP_REPORT` rows for unmapped and never-imaged wells.
     """
     plate = ", ".join(map(str, aggregated["Metadata_Plate"].unique()))
     imaged = set(aggregated["Metadata_Well"])
     described = set(platemap["Metadata_Well"])
     unmapped = sorted(imaged - described)
-    if unmapped:
+    if unmapped and on_mismatch != "report":
         raise PlatemapError(f"plate {plate}: imaged well(s) missing from the platemap: {unmapped}")
     never = sorted(described - imaged)
     if never:
         log.warning("plate %s: platemap wells never imaged: %s", plate, never)
+    issues = [(plate, w, "never_imaged", "none", "in the platemap, no cells") for w in never]
+    if unmapped:
+        log.warning("plate %s: imaged wells missing from the platemap kept: %s", plate, unmapped)
+        issues += [(plate, w, "not_in_platemap", "kept unannotated", "imaged") for w in unmapped]
+        platemap = pd.concat(
+            [platemap, pd.DataFrame({"Metadata_Well": unmapped, CONTROL_COLUMN: UNANNOTATED})],
+            ignore_index=True,
+        )
     annotated = annotate(
         aggregated,
         platemap,
@@ -286,29 +487,78 @@ def annotate_profiles(aggregated: pd.DataFrame, platemap: pd.DataFrame) -> pd.Da
         raise PlatemapError(
             f"plate {plate}: annotation changed the row count {len(aggregated)} -> {len(annotated)}"
         )
-    return annotated
+    return annotated, pd.DataFrame(issues, columns=PLATEMAP_REPORT)
+
+
+#: Columns of the normalization report (``<plate>_normalization.parquet``).
+NORMALIZATION_REPORT = ["feature", "issue", "action", "wells_nan", "reference_spread"]
 
 
 def normalize_profiles(
     annotated: pd.DataFrame, *, method: str = "mad_robustize", samples: str = "negative_controls"
-) -> pd.DataFrame:
-    """Normalize features to the negative controls (or to all wells)."""
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Normalize features to the negative controls (or to all wells) with pycytominer.
+
+    A feature without spread in the reference wells (zero MAD, standard deviation or IQR,
+    by ``method``) or without any value there cannot be scaled: pycytominer would divide by
+    its epsilon (values near 1e18) or return a NaN column. Such features are left out of the
+    normalized table and reported by name; features NaN in some wells are kept and reported.
+    With fewer than two reference wells, spread is undefined and nothing is left out.
+
+    Returns
+    -------
+    normalized : pandas.DataFrame
+    report : pandas.DataFrame
+        :data:`NORMALIZATION_REPORT` rows, one per reported feature.
+    """
+    plate = ", ".join(map(str, annotated["Metadata_Plate"].unique()))
     if samples == "negative_controls":
-        n_controls = int((annotated[CONTROL_COLUMN] == "negative").sum())
-        if n_controls == 0:
-            plate = ", ".join(map(str, annotated["Metadata_Plate"].unique()))
+        reference = annotated[annotated[CONTROL_COLUMN] == "negative"]
+        if reference.empty:
             raise PlatemapError(f"plate {plate}: no negative-control well to normalize to")
         query = f"{CONTROL_COLUMN} == 'negative'"
     else:
-        query = "all"
+        reference, query = annotated, "all"
     features = infer_cp_features(annotated)
+    spread = _reference_spread(reference[features], method)
+    wells_nan = annotated[features].isna().sum()
+    rows = []
+    if len(reference) >= 2:
+        for feature in features:
+            if reference[feature].isna().all():
+                rows.append((feature, "no_reference_value", "left out"))
+            elif spread[feature] == 0:
+                rows.append((feature, f"zero_{_SPREAD[method]}", "left out"))
+    left_out = {row[0] for row in rows}
+    rows += [(f, "nan_in_wells", "kept") for f in features if wells_nan[f] and f not in left_out]
+    report = pd.DataFrame(
+        [(f, issue, action, int(wells_nan[f]), float(spread[f])) for f, issue, action in rows],
+        columns=NORMALIZATION_REPORT,
+    )
+    if left_out:
+        log.warning(
+            "plate %s: %d feature(s) cannot be normalized and are left out: %s",
+            plate,
+            len(left_out),
+            sorted(left_out),
+        )
+    kept = [f for f in features if f not in left_out]
+    normalized = normalize(
+        annotated.drop(columns=sorted(left_out)), features=kept, samples=query, method=method
+    )
+    return normalized, report
+
+
+_SPREAD = {"mad_robustize": "mad", "standardize": "sd", "robustize": "iqr"}
+
+
+def _reference_spread(values: pd.DataFrame, method: str) -> pd.Series:
+    """The spread each method divides by, per feature, over the reference wells."""
     if method == "mad_robustize":
-        reference = annotated.query(query) if query != "all" else annotated
-        deviation = (reference[features] - reference[features].median()).abs().median()
-        flat = sorted(deviation.index[deviation == 0])
-        if flat:
-            log.warning("%d feature(s) have zero MAD in the reference wells: %s", len(flat), flat)
-    return normalize(annotated, features=features, samples=query, method=method)
+        return (values - values.median()).abs().median()
+    if method == "standardize":
+        return values.std(ddof=0)
+    return values.quantile(0.75) - values.quantile(0.25)
 
 
 def select_features(
@@ -335,6 +585,7 @@ def build_profiles(
     feature_paths: Sequence[str | os.PathLike],
     platemap_path: str | os.PathLike,
     *,
+    plate: str | None = None,
     platemap_options: Mapping[str, Any],
     controls: Mapping[str, Any],
     aggregate_operation: str = "median",
@@ -345,15 +596,21 @@ def build_profiles(
     cell_qc: Mapping[str, Any] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Run the whole profile chain for one plate (``embedding_paths``, ``cell_qc``: see
-    :func:`aggregate_features`).
+    :func:`aggregate_features`; ``plate`` and ``platemap_options``: :func:`read_platemap`,
+    whose ``on_mismatch`` also decides about imaged wells missing from the platemap).
+
+    The platemap is read and checked first, so a bad platemap fails before any aggregation.
 
     Returns
     -------
     dict
         ``{"aggregated", "annotated", "normalized", "feature_selected"}`` -> DataFrame, plus
-        the reports ``"cell_qc"`` and ``"nonfinite"`` (:data:`PROFILE_REPORTS`).
+        the reports ``"cell_qc"``, ``"nonfinite"``, ``"platemap"`` (:data:`PLATEMAP_REPORT`)
+        and ``"normalization"`` (:data:`NORMALIZATION_REPORT`); see :data:`PROFILE_REPORTS`.
     """
-    platemap = mark_controls(read_platemap(platemap_path, **platemap_options), **controls)
+    platemap = read_platemap(platemap_path, plate=plate, **platemap_options)
+    on_mismatch = platemap_options.get("on_mismatch", "error")
+    annotation = mark_controls(platemap.table, **controls)
     aggregation = aggregate_features(
         feature_paths,
         operation=aggregate_operation,
@@ -371,11 +628,19 @@ def build_profiles(
             ", ".join(map(str, aggregated["Metadata_Plate"].unique())),
             ", ".join(aggregated["Metadata_Well"]),
         )
-    annotated = annotate_profiles(aggregated, platemap)
-    normalized = normalize_profiles(annotated, method=normalize_method, samples=normalize_samples)
+    annotated, unmatched = annotate_profiles(aggregated, annotation, on_mismatch=on_mismatch)
+    normalized, normalization = normalize_profiles(
+        annotated, method=normalize_method, samples=normalize_samples
+    )
     selected = select_features(normalized, operations=feature_select_operations)
     tables = dict(zip(PROFILE_STEPS, (aggregated, annotated, normalized, selected), strict=True))
-    return {**tables, "cell_qc": aggregation.cell_qc, "nonfinite": aggregation.nonfinite}
+    reports = {
+        "cell_qc": aggregation.cell_qc,
+        "nonfinite": aggregation.nonfinite,
+        "platemap": pd.concat([platemap.issues, unmatched], ignore_index=True),
+        "normalization": normalization,
+    }
+    return {**tables, **reports}
 
 
 def zprime(positive: Sequence[float], negative: Sequence[float]) -> float:
