@@ -9,16 +9,18 @@ from pycytominer import aggregate
 
 from cellstrata.config import PROFILE_REPORTS, PROFILE_STEPS
 from cellstrata.profiles import (
+    EXPERIMENT_STEPS,
     UNANNOTATED,
     PlatemapError,
     aggregate_features,
     annotate_profiles,
     build_profiles,
+    consensus_profiles,
     mark_controls,
     normalize_profiles,
     read_platemap,
+    write_experiment,
     write_profiles,
-    zprime,
 )
 
 WELLS = [f"{row}{col:02d}" for row in "AB" for col in range(1, 5)]
@@ -245,11 +247,6 @@ def test_report_mode_runs_the_plate_and_writes_every_report(tmp_path, platemap_f
     assert pd.read_parquet(outputs["normalization"]).empty
 
 
-def test_zprime():
-    assert zprime([10, 10.1, 9.9], [0, 0.1, -0.1]) == pytest.approx(1 - 3 * 0.2 / 10)
-    assert zprime([1, 3], [0, 2]) < 0
-
-
 def test_one_well_plate_gives_its_profile(tmp_path, platemap_file):
     # pycytominer alone fails on one well ("X contains only one sample" in variance_threshold).
     paths = _write_batches(tmp_path, _cells(["A01"]))
@@ -337,3 +334,45 @@ def test_a_well_in_two_feature_files_is_an_error(tmp_path):
     cells[cells["Metadata_Well"] == "A02"].to_parquet(second)
     with pytest.raises(ValueError, match=r"plate P1 well A02: cells in two feature files"):
         aggregate_features([first, second])
+
+
+def test_experiment_stacks_plates_selects_and_builds_consensus(tmp_path, platemap_file):
+    options = dict(
+        platemap_options={"well_column": "well_position", "treatment_columns": ["dose"]},
+        controls={"column": "role", "negative": ["negative"], "positive": ["positive"]},
+        feature_select_operations=[],
+    )
+    paths = []
+    for plate, seed in (("P1", 0), ("P2", 1)):
+        cells = _cells(WELLS, seed=seed).assign(Metadata_Plate=plate)
+        directory = tmp_path / plate
+        directory.mkdir()
+        tables = build_profiles(_write_batches(directory, cells), platemap_file, **options)
+        normalized = tables["normalized"]
+        if plate == "P2":  # as if P2's controls had no spread in this feature
+            normalized = normalized.drop(columns="Cells_AreaShape_Area")
+        paths.append(directory / "normalized.parquet")
+        normalized.to_parquet(paths[-1])
+    outputs = {step: tmp_path / f"{step}.parquet" for step in EXPERIMENT_STEPS}
+    tables = write_experiment(
+        paths, outputs, treatment_columns=["dose"], feature_select_operations=["variance_threshold"]
+    )
+    normalized = pd.read_parquet(outputs["normalized"])
+    assert len(normalized) == 16 and "Cells_AreaShape_Area" not in normalized
+    consensus = tables["consensus"].set_index("Metadata_dose")
+    # Four doses, each in two wells of each plate.
+    assert sorted(consensus.index) == [0, 1, 2, 3]
+    assert (consensus["Metadata_Replicates"] == 4).all()
+    assert list(consensus["Metadata_control_type"]) == [
+        "negative",
+        "treated",
+        "treated",
+        "positive",
+    ]
+    readout = consensus["Nuclei_Intensity_MeanIntensity_GFP"]
+    expected = normalized.groupby("Metadata_dose")["Nuclei_Intensity_MeanIntensity_GFP"].median()
+    pd.testing.assert_series_equal(readout, expected, check_names=False)
+    assert readout.is_monotonic_increasing
+    with pytest.raises(PlatemapError, match=r"\['Metadata_compound'\] not in the profiles"):
+        consensus_profiles(normalized, treatment_columns=["compound"])
+    assert consensus_profiles(normalized, treatment_columns=[]).empty

@@ -11,7 +11,7 @@ from conftest import REPO, main_version, run_snakemake, shared
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 
-from cellstrata.profiles import zprime
+from cellstrata.quality import zprime
 
 pytestmark = [pytest.mark.realdata, pytest.mark.workflow]
 
