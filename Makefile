@@ -1,5 +1,6 @@
 # Two commands on a fresh clone (see README):
-#   make run   - set up .venv, generate the synthetic example, run the workflow, print the summary
+#   make run   - set up .venv, generate the synthetic example, run the workflow, build the HTML
+#                report (results/report.html), print the summary
 #   make test  - set up .venv with the test extras, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -33,6 +34,7 @@ setup: $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run $(EXAMPLE)/platemap.csv
 	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report results/report.html
 	@cat results/summary.txt
 
 dry-run: $(VENV)/.installed-run $(EXAMPLE)/platemap.csv

@@ -22,8 +22,14 @@ include: "rules/cellprofiler.smk"
 include: "rules/crops.smk"
 include: "rules/embed.smk"
 include: "rules/profiles.smk"
+include: "rules/quality.smk"
+include: "rules/plots.smk"
 include: "rules/summary.smk"
 include: "rules/provenance.smk"
+
+
+# The HTML report's title page.
+report: "report/workflow.rst"
 
 
 rule all:

@@ -20,12 +20,16 @@ from cellstrata.config import (
     channel_names,
     check_config,
     embedding_enabled,
+    experiment_versions,
     is_cellprofiler_plate,
     retention_of,
     segmentation_versions,
+    version_plates,
 )
 from cellstrata.ingest import IngestError, plate_inventory
+from cellstrata.profiles import EXPERIMENT_STEPS
 from cellstrata.provenance import recorded_batches
+from cellstrata.quality import QUALITY_TABLES
 from cellstrata.segment import cellpose_model_files
 from cellstrata.stewardship import check_retention
 from cellstrata.workflow import export_source
@@ -83,6 +87,8 @@ wildcard_constraints:
     channel="|".join(re.escape(name) for name in CHANNELS),
     batch=r"[A-Z]{1,2}\d{2,3}(-[A-Z]{1,2}\d{2,3})?",
     seg="|".join(re.escape(name) for name in [*SEGMENTATIONS, CELLPROFILER_VERSION]),
+    # Only profile tables get CSV copies (profiles.csv).
+    table=r"(profiles|experiment)/[^.]+",
 
 
 def retained(level, path):
@@ -189,6 +195,120 @@ def profile_files():
     ]
 
 
+def _version_tables(seg, name):
+    return [
+        f"results/profiles/{seg}/{plate}/{plate}_{name}.parquet"
+        for plate in version_plates(config, seg)
+    ]
+
+
+def version_normalized(wildcards):
+    """The normalized profiles of every plate of a version (stacked by rule experiment)."""
+    return _version_tables(wildcards.seg, "normalized")
+
+
+def version_annotated(wildcards):
+    return _version_tables(wildcards.seg, "annotated")
+
+
+def version_cell_qc(wildcards):
+    return _version_tables(wildcards.seg, "cell_qc")
+
+
+EXPERIMENT_VERSIONS = experiment_versions(config)
+
+
+def experiment_files(tables=(*EXPERIMENT_STEPS, *QUALITY_TABLES)):
+    """Experiment-level tables of every version: stacked profiles, consensus, quality."""
+    return expand("results/experiment/{seg}/{table}.parquet", seg=EXPERIMENT_VERSIONS, table=tables)
+
+
+def csv_files():
+    """Gzipped CSV copies of the profile tables (plates and experiment), when profiles.csv
+    asks for them."""
+    if not config["profiles"]["csv"]:
+        return []
+    tables = profile_files() + experiment_files(EXPERIMENT_STEPS)
+    return [path.removesuffix(".parquet") + ".csv.gz" for path in tables]
+
+
+# The options of the per-plate profile chain (build_profiles); the rest of the profiles
+# block is about the experiment level and the CSV copies.
+PLATE_PROFILE_OPTIONS = {
+    key: value
+    for key, value in config["profiles"].items()
+    if key not in ("consensus_operation", "csv")
+}
+# The readout of Z' and of the figures, or None when quality.readout names no feature.
+READOUT = config["quality"]["readout"] if config["quality"]["readout"]["feature"] else None
+
+
+def _overlay_rows(plate):
+    """Nuclei-channel images of report.overlay_sites sites spread evenly over the plate."""
+    rows = IMAGES[
+        (IMAGES["Metadata_Plate"] == plate)
+        & (IMAGES["channel"] == config["segmentation"]["nuclei_channel"])
+    ].sort_values(["Metadata_Well", "Metadata_Site"])
+    count = min(config["report"]["overlay_sites"], len(rows))
+    picks = sorted({round(i * (len(rows) - 1) / max(count - 1, 1)) for i in range(count)})
+    return rows.iloc[picks]
+
+
+def overlay_images(wildcards):
+    return list(_overlay_rows(wildcards.plate)["path"])
+
+
+def overlay_mask_batches(wildcards):
+    batches = _overlay_rows(wildcards.plate)["batch"].unique()
+    return [f"results/masks/{wildcards.seg}/{wildcards.plate}/{batch}" for batch in batches]
+
+
+def overlay_sites(wildcards):
+    """The sites of the overlay figure: title, raw nuclei image, nuclei and cell masks."""
+    sites = []
+    for row in _overlay_rows(wildcards.plate).itertuples():
+        masks = f"results/masks/{wildcards.seg}/{wildcards.plate}/{row.batch}"
+        stem = f"{row.Metadata_Well}_s{row.Metadata_Site}"
+        sites.append(
+            {
+                "title": f"{row.Metadata_Well} site {row.Metadata_Site}",
+                "image": row.path,
+                "nuclei": f"{masks}/{stem}_nuclei.tiff",
+                "cells": f"{masks}/{stem}_cells.tiff",
+            }
+        )
+    return sites
+
+
+def pca_colour(wildcards):
+    """report.color_by, else the first treatment column, else the control type."""
+    chosen = config["report"]["color_by"] or next(
+        iter(config["platemap"]["treatment_columns"]), "control_type"
+    )
+    return chosen
+
+
+def figure_files():
+    files = expand(
+        "results/figures/{seg}/{figure}.png",
+        seg=EXPERIMENT_VERSIONS,
+        figure=["pca", "map", "dose_response"],
+    )
+    for plate in PLATES:
+        files += expand(
+            "results/figures/{seg}/{plate}/overview.png", seg=versions_of(plate), plate=plate
+        )
+    for plate in IMAGE_PLATES:
+        files += [
+            f"results/figures/{plate}/illumination.png",
+            f"results/figures/{plate}/image_qc.png",
+        ]
+        files += expand(
+            "results/figures/{seg}/{plate}/overlays.png", seg=SEGMENTATIONS, plate=plate
+        )
+    return files
+
+
 def manifest_files():
     return expand("results/manifest/{plate}.parquet", plate=list(IMAGE_PLATES))
 
@@ -218,7 +338,11 @@ def cellprofiler_plate_of(wildcards):
 
 
 def provenance_records():
-    records = []
+    records = expand(
+        "results/provenance/experiment/{seg}/{job}.json",
+        seg=EXPERIMENT_VERSIONS,
+        job=["experiment", "quality"],
+    )
     for plate in CELLPROFILER_PLATES:
         records += [
             f"results/provenance/{plate}/features/{CELLPROFILER_VERSION}/{CELLPROFILER_BATCH}.json",
@@ -268,7 +392,14 @@ def crop_files():
 
 def final_outputs():
     # Enabled crops are targets: their one consumer, rule embed, runs only with a model.
-    return profile_files() + crop_files() + ["results/summary.txt", "results/provenance.parquet"]
+    return (
+        profile_files()
+        + experiment_files()
+        + csv_files()
+        + figure_files()
+        + crop_files()
+        + ["results/summary.txt", "results/provenance.parquet"]
+    )
 
 
 def image_pattern(wildcards):

@@ -26,7 +26,7 @@ rule profiles:
     params:
         platemap=config["platemap"],
         controls=config["controls"],
-        options=config["profiles"],
+        options=PLATE_PROFILE_OPTIONS,
     threads: 1
     resources:
         mem_mb=4000,
@@ -35,3 +35,44 @@ rule profiles:
         "../envs/profiles.yaml"
     script:
         "../scripts/profiles.py"
+
+
+rule experiment:
+    input:
+        normalized=version_normalized,
+    output:
+        normalized=retained("profiles", "results/experiment/{seg}/normalized.parquet"),
+        feature_selected=retained("profiles", "results/experiment/{seg}/feature_selected.parquet"),
+        consensus=retained("profiles", "results/experiment/{seg}/consensus.parquet"),
+        provenance="results/provenance/experiment/{seg}/experiment.json",
+    log:
+        "logs/experiment/{seg}.log",
+    benchmark:
+        "logs/benchmark/experiment/{seg}.tsv"
+    params:
+        treatment_columns=config["platemap"]["treatment_columns"],
+        feature_select_operations=config["profiles"]["feature_select_operations"],
+        consensus_operation=config["profiles"]["consensus_operation"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../envs/profiles.yaml"
+    script:
+        "../scripts/experiment.py"
+
+
+# profiles.csv: a gzipped CSV copy of any profile table, for tools that read no Parquet.
+rule csv:
+    input:
+        "results/{table}.parquet",
+    output:
+        "results/{table}.csv.gz",
+    log:
+        "logs/csv/{table}.log",
+    threads: 1
+    conda:
+        "../envs/profiles.yaml"
+    script:
+        "../scripts/csv.py"

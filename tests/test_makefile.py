@@ -17,6 +17,7 @@ def test_make_run_runs_the_workflow_and_prints_the_summary():
     recipe = _recipe("run")
     assert "snakemake --cores" in recipe and "snakemake -n" not in recipe
     assert "cat results/summary.txt" in recipe
+    assert "snakemake --report results/report.html" in recipe
 
 
 def test_make_dry_run_is_a_dry_run():

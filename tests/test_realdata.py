@@ -49,6 +49,25 @@ def test_bbbc013_dose_response_and_zprime(bbbc013_run):
     assert z >= 0.5
 
 
+def test_bbbc013_quality_tables(bbbc013_run):
+    """The configured readout's Z' and the mAP of the doses against the negative controls."""
+    experiment = bbbc013_run.parents[2] / "experiment" / bbbc013_run.parent.name
+    zprime = pd.read_parquet(experiment / "zprime.parquet").set_index("Metadata_Plate")
+    mAP = pd.read_parquet(experiment / "map.parquet")
+    activity = mAP[mAP["kind"] == "activity"].set_index("Metadata_SBS_Doses")
+    z = zprime.loc["BBBC013", "zprime"]
+    print(f"\nBBBC013 Z' of {zprime.loc['BBBC013', 'readout']}: {z:.3f}")
+    print(f"BBBC013 activity mAP by dose: {activity['mean_average_precision'].round(3).to_dict()}")
+    print(f"significant doses: {sorted(activity.index[activity['below_corrected_p']])}")
+    assert z >= 0.9
+    # Doses 7-9 and the positive control (10) are retrieved perfectly among the controls.
+    assert activity.loc[[7, 8, 9, 10], "mean_average_precision"].min() > 0.95
+    assert activity.loc[[7, 8, 9, 10], "below_corrected_p"].all()
+    assert activity.loc[1, "mean_average_precision"] < 0.8
+    counts = pd.read_parquet(experiment / "cell_counts.parquet")
+    assert len(counts) == 48
+
+
 def test_bbbc013_cell_counts_plausible(bbbc013_run):
     # SOURCES.md: about 190 nuclei per image.
     counts = pd.read_parquet(bbbc013_run / "BBBC013_aggregated.parquet")["Metadata_Object_Count"]

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import matplotlib.image as plt_image
 import numpy as np
 import pandas as pd
 import pytest
@@ -126,6 +127,84 @@ def test_dose_response_in_profiles(example_run):
     normalized = _profiles(example_run, "normalized")
     readout = normalized.groupby("Metadata_control_type")["Nuclei_Intensity_MeanIntensity_GFP"]
     assert readout.mean()["positive"] > readout.mean()["negative"] + 3
+
+
+def test_experiment_consensus_quality_and_figures(example_run, version):
+    experiment = example_run / "results/experiment" / version
+    consensus = pd.read_parquet(experiment / "consensus.parquet")
+    # Six treatments (DMSO, four compound doses, the positive control), two wells each.
+    assert len(consensus) == 6 and (consensus["Metadata_Replicates"] == 2).all()
+    zprime = pd.read_parquet(experiment / "zprime.parquet")
+    assert zprime["readout"].item() == (
+        "Nuclei_Intensity_MeanIntensity_GFP / Cytoplasm_Intensity_MeanIntensity_GFP"
+    )
+    assert zprime["zprime"].item() > 0.5
+    mAP = pd.read_parquet(experiment / "map.parquet")
+    assert set(mAP["kind"]) == {"activity", "consistency"}
+    activity = mAP[mAP["kind"] == "activity"].set_index("Metadata_dose")
+    # The strongest dose and the positive control stand apart from DMSO.
+    assert activity.loc[[10.0, 100.0], "mean_average_precision"].min() == pytest.approx(1.0)
+    counts = pd.read_parquet(experiment / "cell_counts.parquet")
+    assert len(counts) == 12 and (counts["cells"] > 0).all()
+    figures = sorted((example_run / "results/figures").rglob("*.png"))
+    names = {str(p.relative_to(example_run / "results/figures")) for p in figures}
+    assert names == {
+        "SYN01/illumination.png",
+        "SYN01/image_qc.png",
+        f"{version}/SYN01/overview.png",
+        f"{version}/SYN01/overlays.png",
+        f"{version}/pca.png",
+        f"{version}/map.png",
+        f"{version}/dose_response.png",
+    }
+    for path in figures:
+        image = plt_image.imread(path)
+        assert image.ndim == 3 and image.shape[0] > 200 and image[..., :3].std() > 0.05, path
+
+
+def test_report_builds_with_every_figure(example_run):
+    report = example_run / "report.html"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            "test_config.yaml",
+            "--report",
+            str(report),
+        ],
+        cwd=example_run,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = report.read_text()
+    for name in (
+        "overview.png",
+        "overlays.png",
+        "illumination.png",
+        "image_qc.png",
+        "pca.png",
+        "map.png",
+        "dose_response.png",
+    ):
+        assert name in html, name
+
+
+def test_profiles_as_csv_on_request(example_run, small_example, version):
+    config = example_config(small_example)
+    config["profiles"] = {"csv": True}
+    run_snakemake(example_run, config)
+    for path in [
+        example_run / f"results/profiles/{version}/SYN01/SYN01_normalized",
+        example_run / f"results/experiment/{version}/consensus",
+    ]:
+        csv = pd.read_csv(path.with_suffix(".csv.gz"))
+        parquet = pd.read_parquet(path.with_suffix(".parquet"))
+        pd.testing.assert_frame_equal(csv, parquet, check_dtype=False)
 
 
 def test_summary(example_run, version):

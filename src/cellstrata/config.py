@@ -39,6 +39,8 @@ RULE_LEVELS = {
     "features": "features",
     "cellprofiler_features": "features",
     "profiles": "profiles",
+    "experiment": "profiles",
+    "quality": "profiles",
 }
 
 #: Where a level keeps one plate's outputs: one directory (or file) per plate, which is also
@@ -59,6 +61,11 @@ LEVEL_PATHS = {
 VERSIONED_LEVELS = ("masks", "crops", "embeddings", "features", "profiles")
 #: Provenance records of a plate (tombstones included): always kept.
 PROVENANCE_PATH = "results/provenance/{plate}"
+#: What a version makes across its plates (stacked profiles, consensus, quality tables):
+#: stored with the profiles' retention.
+EXPERIMENT_PATH = "results/experiment/{version}"
+#: Provenance records of the experiment-level jobs: always kept.
+EXPERIMENT_PROVENANCE_PATH = "results/provenance/experiment"
 
 #: The per-plate profile tables, in the order pycytominer makes them.
 PROFILE_STEPS = ("aggregated", "annotated", "normalized", "feature_selected")
@@ -309,6 +316,23 @@ def plate_level_versions(config: dict[str, Any], plate: str, level: str) -> list
     if level == "embeddings" and not embedding_enabled(config):
         return []
     return level_versions(config, level)
+
+
+def experiment_versions(config: dict[str, Any]) -> list[str]:
+    """The versions with experiment-level outputs: every segmentation version when there are
+    image plates, and :data:`CELLPROFILER_VERSION` when there are CellProfiler plates."""
+    plates = config["plates"]
+    versions = (
+        list(segmentation_versions(config)) if not all(map(is_cellprofiler_plate, plates)) else []
+    )
+    return versions + ([CELLPROFILER_VERSION] if any(map(is_cellprofiler_plate, plates)) else [])
+
+
+def version_plates(config: dict[str, Any], version: str) -> list[str]:
+    """The plates a version has profiles of (CellProfiler plates for
+    :data:`CELLPROFILER_VERSION`, image plates for a segmentation version)."""
+    cellprofiler = version == CELLPROFILER_VERSION
+    return [p["name"] for p in config["plates"] if is_cellprofiler_plate(p) == cellprofiler]
 
 
 def embedding_enabled(config: dict[str, Any]) -> bool:

@@ -27,6 +27,13 @@ The groups shipped here mirror CellProfiler 4.2+:
 * ``Neighbors`` -- MeasureObjectNeighbors, for Nuclei and Cells only
   (:mod:`cellstrata.measure.neighbors`).
 
+Opt-in groups (:data:`OPT_IN_GROUPS`) are registered but left out of the default "all groups";
+they are measured only when named in ``groups``:
+
+* ``Translocation`` -- nucleus core / surrounding ring mean intensities and their ratio, for
+  Nuclei only (:mod:`cellstrata.measure.translocation`; options ``shrink``, ``gap``,
+  ``width``). Not a CellProfiler module.
+
 Z coordinates (always 0 for 2-D images) and the ``Number_Object_Number`` / ``Parent_*`` /
 ``Children_*`` identifier columns are not emitted: they carry no biology and would be picked up
 as features by pycytominer's prefix-based feature inference; ``ObjectNumber`` holds the label.
@@ -47,7 +54,15 @@ import skimage.measure
 import skimage.morphology
 
 from cellstrata.io import read_image, site_file, write_parquet
-from cellstrata.measure import colocalization, granularity, neighbors, radial, shape, texture
+from cellstrata.measure import (
+    colocalization,
+    granularity,
+    neighbors,
+    radial,
+    shape,
+    texture,
+    translocation,
+)
 from cellstrata.measure.objects import CompartmentObjects, FeatureGroup, Site
 
 log = logging.getLogger(__name__)
@@ -58,6 +73,7 @@ __all__ = [
     "FEATURE_GROUPS",
     "INTENSITY_FEATURES",
     "INTENSITY_LOCATION_FEATURES",
+    "OPT_IN_GROUPS",
     "CompartmentObjects",
     "FeatureGroup",
     "feature_columns",
@@ -129,8 +145,13 @@ INTENSITY_LOCATION_FEATURES = (
 #: Registered feature groups, in output column order.
 FEATURE_GROUPS: dict[str, FeatureGroup] = {}
 
+#: Names of registered groups measured only when named in ``groups`` (left out of the default).
+OPT_IN_GROUPS: set[str] = set()
 
-def register_feature_group(group: FeatureGroup, *, replace: bool = False) -> FeatureGroup:
+
+def register_feature_group(
+    group: FeatureGroup, *, replace: bool = False, default: bool = True
+) -> FeatureGroup:
     """Add ``group`` to :data:`FEATURE_GROUPS` (appended to the column order).
 
     Parameters
@@ -139,6 +160,9 @@ def register_feature_group(group: FeatureGroup, *, replace: bool = False) -> Fea
         The group to register.
     replace : bool, default False
         Allow overwriting an existing group of the same name (keeps its position).
+    default : bool, default True
+        Whether the group is measured when no ``groups`` are given; False makes it opt-in
+        (added to :data:`OPT_IN_GROUPS`).
 
     Returns
     -------
@@ -148,6 +172,10 @@ def register_feature_group(group: FeatureGroup, *, replace: bool = False) -> Fea
     if group.name in FEATURE_GROUPS and not replace:
         raise ValueError(f"feature group {group.name!r} is already registered")
     FEATURE_GROUPS[group.name] = group
+    if default:
+        OPT_IN_GROUPS.discard(group.name)
+    else:
+        OPT_IN_GROUPS.add(group.name)
     return group
 
 
@@ -437,6 +465,7 @@ register_feature_group(radial.GROUP)
 register_feature_group(texture.GROUP)
 register_feature_group(granularity.GROUP)
 register_feature_group(neighbors.GROUP)
+register_feature_group(translocation.GROUP, default=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,13 +506,17 @@ def _resolve_options(
     names = {g.name for g in selected}
     unknown = sorted(set(options) - names)
     if unknown:
-        raise ValueError(f"options for feature group(s) not measured: {unknown}")
+        hint = [g for g in unknown if g in OPT_IN_GROUPS]
+        raise ValueError(
+            f"options for feature group(s) not measured: {unknown}"
+            + (f"; {hint} are opt-in: list them in groups" if hint else "")
+        )
     return {g.name: g.resolve(options.get(g.name)) for g in selected}
 
 
 def _check_groups(groups: Sequence[str] | None) -> tuple[FeatureGroup, ...]:
     if groups is None:
-        return tuple(FEATURE_GROUPS.values())
+        return tuple(g for name, g in FEATURE_GROUPS.items() if name not in OPT_IN_GROUPS)
     if isinstance(groups, str):
         raise TypeError("groups must be a sequence of names, not a single string")
     missing = [g for g in groups if g not in FEATURE_GROUPS]
@@ -509,7 +542,7 @@ def feature_columns(
         Compartments to include, in output order.
     groups : sequence of str, optional
         Feature groups to include (keys of :data:`FEATURE_GROUPS`), in output order.
-        Default: all registered groups in registration order.
+        Default: all registered groups in registration order except :data:`OPT_IN_GROUPS`.
     options : mapping, optional
         ``{group name: {option: value}}`` overriding a group's default options (e.g. texture
         scales), which can change its columns.
@@ -620,7 +653,8 @@ def measure_site(
     compartments : sequence of str, default :data:`COMPARTMENTS`
         Compartments to measure, in output order; each needs an entry in ``labels``.
     groups : sequence of str, optional
-        Feature groups to compute (keys of :data:`FEATURE_GROUPS`); default all registered.
+        Feature groups to compute (keys of :data:`FEATURE_GROUPS`); default all registered
+        except :data:`OPT_IN_GROUPS`.
     options : mapping, optional
         ``{group name: {option: value}}`` overriding the groups' default options.
     timings : dict, optional

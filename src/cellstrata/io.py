@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import tifffile
 
 _SITE_FILE = re.compile(r"^(?P<well>[A-Z]{1,2}\d{2,3})_s(?P<site>\d+)(?P<suffix>_[a-z]+)?\.tiff$")
@@ -97,3 +98,10 @@ def write_parquet(path: str | os.PathLike, frame) -> None:
     """Write a DataFrame to Parquet atomically (no index)."""
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
+
+
+def write_csv(parquet: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Copy a Parquet table to gzipped CSV atomically (profile tables, for tools without
+    Parquet)."""
+    with atomic_path(path) as tmp:
+        pd.read_parquet(parquet).to_csv(tmp, index=False, compression="gzip")

@@ -190,8 +190,7 @@ def zprime_table(
     Raises
     ------
     ValueError
-        When a column is missing, or not even the pooled wells hold 2 positive and 2
-        negative controls with a finite readout.
+        When a column is missing.
     """
     _require(profiles, [PLATE, control_column], "Z'-factor")
     values = readout(profiles, feature, divide_by)
@@ -203,13 +202,6 @@ def zprime_table(
     types = profiles[control_column].astype(str).to_numpy()[finite]
     plates = profiles[PLATE].astype(str).to_numpy()[finite]
     values = values.to_numpy()[finite]
-    n_positive, n_negative = int((types == "positive").sum()), int((types == "negative").sum())
-    if n_positive < 2 or n_negative < 2:
-        raise ValueError(
-            f"Z'-factor of {name}: no plate has 2 positive and 2 negative control wells; all "
-            f"plates ({_plates(profiles)}) together have {n_positive} positive and "
-            f"{n_negative} negative control well(s) with a finite readout ({control_column})"
-        )
     rows = [
         _zprime_row(plate, values[plates == plate], types[plates == plate], name)
         for plate in sorted(set(plates))
@@ -454,7 +446,8 @@ def quality_tables(
     treatment_columns : sequence of str or None
         Columns naming a treatment (:func:`average_precision_table`); none: no mAP (logged).
     readout : mapping, optional
-        ``{"feature": str, "divide_by": str or None}`` for the Z'-factor; none: no Z'.
+        ``{"feature": str, "divide_by": str or None}`` for the Z'-factor; none (or feature
+        None): no Z'.
     cell_qc : DataFrame, optional
         Per-well cell QC counts (:func:`cell_count_table`).
     map_options : mapping, optional
@@ -478,7 +471,7 @@ def quality_tables(
     else:
         log.warning("no treatment columns given: the mAP table is empty")
         map_table = _empty([PLATE, *MAP_COLUMNS])
-    if readout:
+    if readout and readout.get("feature") is not None:
         unknown = sorted(set(readout) - {"feature", "divide_by"})
         if unknown or "feature" not in readout:
             raise ValueError(

@@ -25,9 +25,12 @@ import pandas as pd
 import yaml
 
 from cellstrata.config import (
+    EXPERIMENT_PATH,
+    EXPERIMENT_PROVENANCE_PATH,
     LEVEL_PATHS,
     LEVELS,
     PROVENANCE_PATH,
+    experiment_versions,
     level_path,
     plate_level_versions,
     retention_of,
@@ -50,7 +53,8 @@ class StewardshipError(RuntimeError):
 
 @dataclass(frozen=True)
 class TrackedOutput:
-    """One DVC output: a plate's level (or its provenance, raw images, platemap)."""
+    """One DVC output: a plate's level (or its provenance, raw images, platemap), or a
+    version's experiment-level outputs (``plate`` None)."""
 
     stage: str
     path: str
@@ -119,6 +123,16 @@ def tracked_outputs(
                 "keep",
             )
         )
+    for version in experiment_versions(config):
+        action = retention_of(retention, "profiles")
+        path = EXPERIMENT_PATH.format(version=version)
+        stage = _stage_name("experiment", version)
+        outputs.append(TrackedOutput(stage, path, "profiles", None, action, version))
+    outputs.append(
+        TrackedOutput(
+            "provenance_experiment", EXPERIMENT_PROVENANCE_PATH, "provenance", None, "keep"
+        )
+    )
     for index, path in enumerate(platemaps):
         outputs.append(
             TrackedOutput(_stage_name("platemap", str(index + 1)), path, "platemap", None, "keep")

@@ -1,0 +1,11 @@
+"""Snakemake script: a version's plates stacked, feature-selected and summarised per treatment."""
+
+from cellstrata.profiles import write_experiment
+from cellstrata.provenance import recorded_job
+
+with recorded_job(snakemake):
+    write_experiment(
+        snakemake.input.normalized,
+        {name: snakemake.output[name] for name in ("normalized", "feature_selected", "consensus")},
+        **snakemake.params,
+    )

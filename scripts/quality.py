@@ -1,0 +1,13 @@
+"""Snakemake script: mAP, Z' and cell counts of a version's plates."""
+
+from cellstrata.provenance import recorded_job
+from cellstrata.quality import write_quality
+
+with recorded_job(snakemake):
+    write_quality(
+        snakemake.input.profiles,
+        snakemake.input.annotated,
+        {name: snakemake.output[name] for name in ("map", "zprime", "cell_counts")},
+        cell_qc_paths=snakemake.input.cell_qc,
+        **snakemake.params,
+    )
