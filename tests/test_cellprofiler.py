@@ -273,9 +273,12 @@ def test_example_runs_to_profiles(tmp_path, name, plate, platemap_column):
     annotated = pd.read_parquet(profiles / f"{plate}_annotated.parquet")
     assert platemap_column in annotated
     assert annotated["Metadata_Object_Count"].sum() == len(cells)
-    # No image level was scheduled; status and dvc.yaml know the two levels only.
+    # No image level was scheduled; status and dvc.yaml know the two levels only (and the
+    # experiment level of version cellprofiler).
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
+        "experiment",
         "features",
+        "figures",
         "profiles",
         "provenance",
         "provenance.parquet",
@@ -290,7 +293,11 @@ def test_example_runs_to_profiles(tmp_path, name, plate, platemap_column):
     ]
     stages = yaml.safe_load(render_dvc_yaml(loaded, "c.yaml", str(tmp_path)))
     assert sorted(stages["stages"]) == [
+        "experiment_cellprofiler",
         f"features_cellprofiler_{plate}",
         f"profiles_cellprofiler_{plate}",
         f"provenance_{plate}",
+        "provenance_experiment",
     ]
+    figures = sorted(p.name for p in (tmp_path / "results/figures").rglob("*.png"))
+    assert figures == ["dose_response.png", "map.png", "overview.png", "pca.png"]
