@@ -20,15 +20,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import tifffile
 from matplotlib import colormaps, colors, ticker
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
+from pycytominer.cyto_utils import infer_cp_features
 
+from cellstrata import quality
 from cellstrata.cellqc import FLAG_PREFIX
-from cellstrata.illumination import read_function
+from cellstrata.illumination import read_function, read_stack
 from cellstrata.io import atomic_path, check_labels
 
 log = logging.getLogger(__name__)
@@ -772,8 +775,6 @@ def _usable_features(
 ) -> tuple[list[str], int]:
     """Features a PCA can use, and how many of ``features`` were left out."""
     if features is None:
-        from pycytominer.cyto_utils import infer_cp_features
-
         try:
             features = infer_cp_features(profiles)
         except ValueError:  # no Cells_/Cytoplasm_/Nuclei_ column at all
@@ -1042,26 +1043,19 @@ def readout_values(
     if isinstance(readout, str):
         readout = {"feature": readout}
     feature = _column(profiles, readout["feature"])
-    values = pd.to_numeric(profiles[feature], errors="coerce").astype(float)
-    label = _pretty(feature)
     divide_by = readout.get("divide_by")
-    if divide_by:
-        divisor = _column(profiles, divide_by)
-        values = values / pd.to_numeric(profiles[divisor], errors="coerce").astype(float)
-        label = f"{label} / {_pretty(divisor)}"
+    divisor = _column(profiles, divide_by) if divide_by else None
+    values = quality.readout(profiles, feature, divisor)
+    label = _pretty(feature) + (f" / {_pretty(divisor)}" if divisor else "")
     return values.replace([np.inf, -np.inf], np.nan).rename(label), label
 
 
 def _read_sites(sample_sites: Sequence[Mapping[str, Any]]) -> list[tuple]:
-    import tifffile
-
     sites = []
     for site in sample_sites:
         image = tifffile.imread(site["image"])
         if image.ndim == 3:
             # A corrected CYX stack: the plane of the named channel (default the first).
-            from cellstrata.illumination import read_stack
-
             planes = read_stack(site["image"])
             image = planes[site.get("channel") or next(iter(planes))]
         cells = tifffile.imread(site["cells"]) if site.get("cells") else None

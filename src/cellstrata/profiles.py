@@ -36,6 +36,11 @@ CONTROL_COLUMN = "Metadata_control_type"
 ACROSS_WELLS = ("variance_threshold", "correlation_threshold")
 
 
+def metadata_name(column: str) -> str:
+    """A platemap column's name in the profiles: ``Metadata_`` prefixed unless it already is."""
+    return column if column.startswith("Metadata_") else f"Metadata_{column}"
+
+
 class PlatemapError(ValueError):
     """Platemap and imaged wells disagree; the message names the plate and wells."""
 
@@ -122,12 +127,12 @@ def read_platemap(
                 raise PlatemapError(f"{where}: {err}") from err
             wells.append(None)
             issues.append((plate, text, "unreadable_well", "row left out", str(err)))
-    table = table.rename(columns=lambda c: c if c.startswith("Metadata_") else f"Metadata_{c}")
+    table = table.rename(columns=metadata_name)
     table.insert(0, "Metadata_Well", wells)
     table = table[table["Metadata_Well"].notna()]
     if well_column:
         issues += _mixed_spellings(table["Metadata_Well"], spelled[table.index], plate, where)
-    spellings = [f"Metadata_{c}" for c in (well_column, row_column, column_column) if c]
+    spellings = [metadata_name(c) for c in (well_column, row_column, column_column) if c]
     table, duplicate_issues = _resolve_duplicates(table, spellings, plate, where, on_mismatch)
     issues += duplicate_issues
     return Platemap(
@@ -217,7 +222,7 @@ def mark_controls(
         if wells:
             chosen = platemap["Metadata_Well"].isin([normalize_well(w) for w in wells])
         elif column:
-            name = column if column.startswith("Metadata_") else f"Metadata_{column}"
+            name = metadata_name(column)
             if name not in platemap:
                 raise PlatemapError(f"controls.column {column!r} is not a platemap column")
             as_text = platemap[name].astype(str)
@@ -699,7 +704,7 @@ def consensus_profiles(
     ``treatment_columns`` may be given with or without the ``Metadata_`` prefix; with none,
     the table is empty (no treatments are defined).
     """
-    columns = [c if c.startswith("Metadata_") else f"Metadata_{c}" for c in treatment_columns]
+    columns = [metadata_name(c) for c in treatment_columns]
     missing = [c for c in columns if c not in profiles]
     if missing:
         raise PlatemapError(f"treatment column(s) {missing} not in the profiles")

@@ -28,7 +28,7 @@ from copairs.map import average_precision, mean_average_precision
 from pycytominer.cyto_utils import infer_cp_features
 
 from cellstrata.io import write_parquet
-from cellstrata.profiles import CONTROL_COLUMN, combine_plates
+from cellstrata.profiles import CONTROL_COLUMN, combine_plates, metadata_name
 
 log = logging.getLogger(__name__)
 
@@ -581,7 +581,7 @@ def _treatment_columns(profiles: pd.DataFrame, columns: Sequence[str] | str | No
     """Prefixed treatment column names, each checked to be in ``profiles``."""
     if isinstance(columns, str):
         columns = [columns]
-    names = [c if c.startswith("Metadata_") else f"Metadata_{c}" for c in columns or ()]
+    names = [metadata_name(c) for c in columns or ()]
     missing = [name for name in names if name not in profiles.columns]
     if missing:
         available = [c for c in profiles.columns if str(c).startswith("Metadata_")]
