@@ -19,8 +19,11 @@ rule cellprofiler_features:
         options=config["cellprofiler"],
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        # measured: 362 MB peak, 5 s on a 4 MB SQLite (NF1, benchmarks/rule_resources.py);
+        # CytoTable's memory and time grow with the file, which is GBs for a real plate:
+        # 4000 MB (within 2 threads x 3,750 MB) and an hour, not sized from the measurement.
+        mem_mb=job_memory(4000),
+        runtime=job_runtime(60),
     wildcard_constraints:
         seg=CELLPROFILER_VERSION,
         plate=CELLPROFILER_PLATE_NAMES,

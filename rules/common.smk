@@ -1,4 +1,5 @@
 # Config validation and every helper the rules use (no lambdas in rules).
+import functools
 import re
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 
 from cellstrata.cellprofiler import CellProfilerError, source_files
+from cellstrata.cluster import check_profile_environment, gpu_gres
 from cellstrata.config import (
     CELLPROFILER_BATCH,
     CELLPROFILER_VERSION,
@@ -26,7 +28,7 @@ from cellstrata.config import (
     segmentation_versions,
     version_plates,
 )
-from cellstrata.ingest import IngestError, plate_inventory
+from cellstrata.ingest import IngestError, image_signature, plate_inventory
 from cellstrata.profiles import EXPERIMENT_STEPS
 from cellstrata.provenance import recorded_batches
 from cellstrata.quality import QUALITY_TABLES
@@ -39,6 +41,12 @@ export_source(SRC)
 
 validate(config, str(SCHEMA_PATH))
 check_config(config)
+# A profile's `slurm_account: $SBATCH_ACCOUNT` with the variable unset: say so before submitting
+# (on the submitting side only: inside a job the plugin's srun drops SBATCH_* variables).
+if not (workflow.remote_exec or workflow.subprocess_exec):
+    check_profile_environment(
+        getattr(workflow.resource_settings.default_resources, "args", None) or []
+    )
 
 PLATES = {plate["name"]: plate for plate in config["plates"]}
 # Plates given as CellProfiler output enter at the features level (rules/cellprofiler.smk); the
@@ -70,8 +78,38 @@ IMAGES = pd.concat(
     or [pd.DataFrame(columns=["Metadata_Plate", "channel", "path", "batch"])],
     ignore_index=True,
 )
+
+
+def _image_index(*columns):
+    """Image paths of IMAGES grouped by the values of ``columns``, in IMAGES order."""
+    index = {}
+    keys = zip(*(IMAGES[column].tolist() for column in columns))
+    for key, path in zip(keys, IMAGES["path"].tolist()):
+        index.setdefault(key, []).append(path)
+    return index
+
+
+# Image lookups run once per job while the DAG is built (sites per job, batches): a boolean
+# mask over every image of every plate per call made them the slowest part of our code at
+# screen scale (960 correct jobs x 172,800 rows for 10 plates); dictionaries built once
+# answer in O(1).
+PLATE_IMAGES = _image_index("Metadata_Plate")
+BATCH_IMAGES = _image_index("Metadata_Plate", "batch")
+
+
+def _plate_batches():
+    """Batches of each plate with images, sorted."""
+    batches = {}
+    for plate, batch in sorted(BATCH_IMAGES):
+        batches.setdefault(plate, []).append(batch)
+    return batches
+
+
+PLATE_BATCHES = _plate_batches()
+
+
 for name, plate in IMAGE_PLATES.items():
-    if not (IMAGES["Metadata_Plate"] == name).any() and not recorded_batches("results", name):
+    if (name,) not in PLATE_IMAGES and not recorded_batches("results", name):
         raise IngestError(f"plate {name}: image root {plate['images']} is not a directory")
 for name, plate in CELLPROFILER_PLATES.items():
     if not Path(plate["cellprofiler"]).exists() and not recorded_batches("results", name):
@@ -97,25 +135,23 @@ def retained(level, path):
 
 
 def plate_images(wildcards):
-    return list(IMAGES.loc[IMAGES["Metadata_Plate"] == wildcards.plate, "path"])
+    return list(PLATE_IMAGES.get((wildcards.plate,), []))
 
 
-def channel_images(wildcards):
-    rows = (IMAGES["Metadata_Plate"] == wildcards.plate) & (IMAGES["channel"] == wildcards.channel)
-    return list(IMAGES.loc[rows, "path"])
+def plate_image_signature(wildcards):
+    """Names, sizes and times of a plate's images as one digest (rule ingest's params)."""
+    return image_signature(plate_images(wildcards))
 
 
 def batch_images(wildcards):
-    rows = (IMAGES["Metadata_Plate"] == wildcards.plate) & (IMAGES["batch"] == wildcards.batch)
-    return list(IMAGES.loc[rows, "path"])
+    return list(BATCH_IMAGES.get((wildcards.plate, wildcards.batch), []))
 
 
 def batches_of(plate):
     if plate in CELLPROFILER_PLATES:
         return [CELLPROFILER_BATCH]
-    batches = IMAGES.loc[IMAGES["Metadata_Plate"] == plate, "batch"].unique()
     # No images and no manifest: the batches the provenance records know.
-    return sorted(batches) if len(batches) else recorded_batches("results", plate)
+    return list(PLATE_BATCHES.get(plate, [])) or recorded_batches("results", plate)
 
 
 def plate_root(wildcards):
@@ -124,6 +160,14 @@ def plate_root(wildcards):
 
 def platemap_of(wildcards):
     return PLATES[wildcards.plate]["platemap"]
+
+
+def manifest_of(wildcards):
+    """The image manifest of an image plate (which wells were imaged, so that a well without
+    cells is reported as such); none for a CellProfiler plate."""
+    if wildcards.plate in CELLPROFILER_PLATES:
+        return []
+    return [f"results/manifest/{wildcards.plate}.parquet"]
 
 
 def illumination_functions(wildcards):
@@ -165,6 +209,11 @@ def embedding_gpus(wildcards):
     return int(config["features"]["embedding"]["device"] == "cuda")
 
 
+def embedding_gres(wildcards):
+    """The same request as Slurm GRES (profiles/slurm sends it as --gres; empty: none)."""
+    return gpu_gres(embedding_gpus(wildcards))
+
+
 def segmentation_of(wildcards):
     return SEGMENTATIONS[wildcards.seg]
 
@@ -179,6 +228,11 @@ def segmentation_gpus(wildcards):
     """GPUs a segment job asks for: 1 for a cellpose version with gpu on, else 0."""
     params = SEGMENTATIONS[wildcards.seg]
     return int(params["method"] == "cellpose" and params["cellpose"]["gpu"])
+
+
+def segmentation_gres(wildcards):
+    """The same request as Slurm GRES (profiles/slurm sends it as --gres; empty: none)."""
+    return gpu_gres(segmentation_gpus(wildcards))
 
 
 def versions_of(plate):
@@ -243,6 +297,8 @@ PLATE_PROFILE_OPTIONS = {
 READOUT = config["quality"]["readout"] if config["quality"]["readout"]["feature"] else None
 
 
+# Cached: three input/params functions of each overlays job ask for the same rows.
+@functools.cache
 def _overlay_rows(plate):
     """Nuclei-channel images of report.overlay_sites sites spread evenly over the plate."""
     rows = IMAGES[
@@ -405,3 +461,43 @@ def final_outputs():
 def image_pattern(wildcards):
     # Through a function: a literal regex like \d{2} would be read as a {wildcard}.
     return config["images"]["pattern"]
+
+
+# Cluster resources of the rules, sized from benchmarks/rule_resources.py (real 1080x1080
+# Cell Painting sites, 5 channels, about 40 cells per site; each rule's comment gives its
+# script's measured peak). On a cluster a job also holds its own Snakemake process, which
+# parses the workflow and the image inventory of every plate: about 410 MB for a 10-plate
+# screen. mem_mb: 1.5 x (the script's peak + 410 MB), rounded up; every figure stays within
+# threads x 3,750 MB, the memory per core of CU Alpine's amilan nodes (a job asking more is
+# charged for more cores). runtime (minutes): a fixed part (start-up, queue noise) plus
+# seconds per site x the sites of the job, about 3x the measured seconds (slower nodes,
+# denser sites: feature time grows with the cells of a site). Both grow with the attempt, so
+# a job killed for time or memory is retried larger (snakemake --retries).
+
+
+def job_sites(wildcards):
+    """Sites of a job: of its batch for image-level jobs, else of its plate (0 for plates
+    without images)."""
+    images = batch_images(wildcards) if hasattr(wildcards, "batch") else plate_images(wildcards)
+    return len(images) // max(len(CHANNELS), 1)
+
+
+def job_memory(mb):
+    """The mem_mb resource: ``mb`` on the first attempt, ``mb`` x attempt on retries."""
+
+    def mem_mb(wildcards, attempt):
+        return int(mb * attempt)
+
+    return mem_mb
+
+
+def job_runtime(minutes, seconds_per_site=0):
+    """The runtime resource in minutes: ``minutes`` plus ``seconds_per_site`` x the sites of
+    the job (:func:`job_sites`), rounded up, x attempt."""
+
+    def runtime(wildcards, attempt):
+        sites = job_sites(wildcards) if seconds_per_site else 0
+        # Integer ceiling of the per-site minutes.
+        return int((minutes - (-seconds_per_site * sites // 60)) * attempt)
+
+    return runtime

@@ -17,8 +17,10 @@ rule crops:
         mask_neighbours=config["crops"]["mask_neighbours"],
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=60,
+        # measured: 262 MB peak for 36 sites of 1080² x 5 ch, 96 px crops, 0.2 s per site
+        # (benchmarks/rule_resources.py); one site at a time, flat in batch size.
+        mem_mb=job_memory(1100),
+        runtime=job_runtime(10, seconds_per_site=1),
     conda:
         "../envs/images.yaml"
     script:

@@ -19,9 +19,13 @@ rule embed:
         prefix=config["features"]["embedding"]["prefix"],
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        # measured: 329 MB peak for 36 sites (a toy ONNX model; benchmarks/rule_resources.py).
+        # A real model adds its weights and activations (features.embedding.batch_size crops),
+        # not measured: 4000 MB (within 2 threads x 3,750 MB) and 2 s per site (50 ms a crop).
+        mem_mb=job_memory(4000),
+        runtime=job_runtime(10, seconds_per_site=2),
         gpu=embedding_gpus,
+        gres=embedding_gres,
     conda:
         "../envs/embed.yaml"
     script:

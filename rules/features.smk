@@ -14,8 +14,11 @@ rule features:
         options=config["features"]["options"],
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=60,
+        # measured: 484 MB peak for 36 sites of 1080² x 5 ch (40 cells per site), 1.4 s per
+        # site (benchmarks/rule_resources.py); flat in batch size. Time grows with the cells
+        # of a site (about 30 ms a cell): 5 s per site covers about 150 cells per site.
+        mem_mb=job_memory(1400),
+        runtime=job_runtime(10, seconds_per_site=5),
     conda:
         "../envs/images.yaml"
     script:

@@ -1,7 +1,8 @@
 rule illumination:
     input:
         manifest="results/manifest/{plate}.parquet",
-        images=channel_images,
+        # The image root, not each image (why: rules/ingest.smk).
+        images=plate_root,
     output:
         retained("illumination", "results/illumination/{plate}/{channel}.tiff"),
         provenance="results/provenance/{plate}/illumination/{channel}.json",
@@ -13,8 +14,10 @@ rule illumination:
         illumination=config["illumination"],
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=60,
+        # measured: 194 MB peak for one channel of a plate of 45 sites of 1080², 0.02 s per
+        # site (benchmarks/rule_resources.py); images are streamed, flat in plate size.
+        mem_mb=job_memory(1000),
+        runtime=job_runtime(10, seconds_per_site=0.1),
     conda:
         "../envs/images.yaml"
     script:
@@ -25,8 +28,9 @@ rule correct:
     input:
         unpack(illumination_functions),
         manifest="results/manifest/{plate}.parquet",
+        # The image root, not each image (why: rules/ingest.smk).
+        images=plate_root,
         qc="results/qc/{plate}.parquet",
-        images=batch_images,
     output:
         retained("corrected", directory("results/corrected/{plate}/{batch}")),
         provenance="results/provenance/{plate}/correct/{batch}.json",
@@ -39,8 +43,10 @@ rule correct:
         exclude=config["qc"]["exclude"],
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        # measured: 237 MB peak for 36 sites of 1080² x 5 ch, 0.34 s per site
+        # (benchmarks/rule_resources.py); one site at a time, flat in batch size.
+        mem_mb=job_memory(1000),
+        runtime=job_runtime(10, seconds_per_site=1),
     conda:
         "../envs/images.yaml"
     script:

@@ -1,6 +1,12 @@
+# The raw images are no inputs one by one: 17,280 paths a 384-well plate, checked by Snakemake
+# in every job downstream, made a 10-plate DAG take 47 s (benchmarks/dag_scale.py). Their
+# names, sizes and times enter as params.image_files instead, so a changed image still re-runs
+# ingest and all after it; the provenance record lists each image with its MD5.
 rule ingest:
     input:
-        images=plate_images,
+        # The image root itself (here and in qc, illumination, correct): absent in a
+        # collaborator's clone that pulled results only, so no image level is rebuilt there.
+        images=plate_root,
         platemap=platemap_of,
     output:
         retained("manifest", "results/manifest/{plate}.parquet"),
@@ -10,6 +16,7 @@ rule ingest:
     benchmark:
         "logs/benchmark/ingest/{plate}.tsv"
     params:
+        image_files=plate_image_signature,
         root=plate_root,
         pattern=image_pattern,
         channels=config["channels"],
@@ -18,8 +25,10 @@ rule ingest:
         wells_per_job=config["batching"]["wells_per_job"],
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=30,
+        # measured: 133 MB peak for a plate of 45 sites x 5 ch, 0.02 s per site
+        # (benchmarks/rule_resources.py); file names and TIFF headers, flat in plate size.
+        mem_mb=job_memory(900),
+        runtime=job_runtime(10, seconds_per_site=0.1),
     conda:
         "../envs/ingest.yaml"
     script:

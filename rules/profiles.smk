@@ -3,6 +3,7 @@ rule profiles:
         features=batch_features,
         embeddings=batch_embeddings,
         platemap=platemap_of,
+        manifest=manifest_of,
     output:
         aggregated=retained("profiles", "results/profiles/{seg}/{plate}/{plate}_aggregated.parquet"),
         annotated=retained("profiles", "results/profiles/{seg}/{plate}/{plate}_annotated.parquet"),
@@ -29,8 +30,13 @@ rule profiles:
         options=PLATE_PROFILE_OPTIONS,
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        # measured: 685 MB peak, 9-50 s for plates of 5 and 2 wells x 9 sites
+        # (benchmarks/rule_resources.py); 1,322 MB, 50 s for 1,000,000 cells x 1,000 features
+        # (benchmarks/aggregate_scale.py): aggregation streams column blocks. The 50 s are
+        # feature selection: correlation_threshold visits every feature pair above 0.9 in
+        # Python, up to 2,400² / 2 pairs (all of them on a 2-well plate).
+        mem_mb=job_memory(3000),
+        runtime=job_runtime(20),
     conda:
         "../envs/profiles.yaml"
     script:
@@ -55,8 +61,11 @@ rule experiment:
         consensus_operation=config["profiles"]["consensus_operation"],
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        # measured: 678 MB peak, 49 s for 7 wells (benchmarks/rule_resources.py); the stacked
+        # table is wells x features (10 plates x 384 wells x 2,400 features: 74 MB), and
+        # feature selection dominates the time as in rule profiles.
+        mem_mb=job_memory(2000),
+        runtime=job_runtime(20),
     conda:
         "../envs/profiles.yaml"
     script:

@@ -18,8 +18,10 @@ rule quality:
         map_options=config["quality"]["map"],
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        # measured: 326 MB peak, 2 s for 7 wells (benchmarks/rule_resources.py); mAP's
+        # similarities grow with the square of the wells of a version: 1000 MB.
+        mem_mb=job_memory(1500),
+        runtime=job_runtime(20),
     conda:
         "../envs/profiles.yaml"
     script:

@@ -13,9 +13,13 @@ rule segment:
         segmentation=segmentation_of,
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=60,
+        # measured (classical): 366 MB peak for 36 sites of 1080² x 5 ch, 1.3 s per site
+        # (benchmarks/rule_resources.py); one site at a time, flat in batch size. cellpose
+        # (torch and its model) is not measured here.
+        mem_mb=job_memory(1200),
+        runtime=job_runtime(10, seconds_per_site=4),
         gpu=segmentation_gpus,
+        gres=segmentation_gres,
     conda:
         "../envs/images.yaml"
     script:

@@ -3,8 +3,10 @@
 from cellstrata.ingest import write_manifest
 from cellstrata.provenance import recorded_job
 
-with recorded_job(snakemake):
-    write_manifest(
+# The DAG sees the image root, not each image (rules/ingest.smk); the record lists them all.
+read = [snakemake.input.platemap]
+with recorded_job(snakemake, inputs=read):
+    manifest = write_manifest(
         snakemake.wildcards.plate,
         snakemake.params.root,
         snakemake.params.pattern,
@@ -14,3 +16,4 @@ with recorded_job(snakemake):
         wells_per_job=snakemake.params.wells_per_job,
         require_all_sites=snakemake.params.require_all_sites,
     )
+    read.extend(manifest["path"])

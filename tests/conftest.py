@@ -71,6 +71,37 @@ def small_example(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def example_run(small_example, tmp_path_factory) -> Path:
+    """One full local run of the example config on the small example; returns the workdir.
+
+    Session-wide: the workflow tests read it, the Slurm profile test compares against it."""
+    workdir = tmp_path_factory.mktemp("run")
+    run_snakemake(workdir, example_config(small_example))
+    return workdir
+
+
+def assert_same_results(ours: Path, reference: Path) -> int:
+    """Assert that the tables and images (masks, illumination functions) under
+    ``ours/results`` equal ``reference``'s (the provenance table, which holds times and hosts,
+    aside); return how many were compared."""
+    import pandas as pd
+
+    compared = 0
+    for path in sorted((reference / "results").rglob("*")):
+        relative = path.relative_to(reference)
+        if path.suffix == ".parquet" and path.name != "provenance.parquet":
+            pd.testing.assert_frame_equal(
+                pd.read_parquet(ours / relative), pd.read_parquet(path), obj=str(relative)
+            )
+        elif path.suffix in (".tif", ".tiff"):
+            np.testing.assert_array_equal(tifffile.imread(ours / relative), tifffile.imread(path))
+        else:
+            continue
+        compared += 1
+    return compared
+
+
 def main_version(config: dict) -> str:
     """The main segmentation version tag (``<method>-<paramhash>``) of a config."""
     import copy

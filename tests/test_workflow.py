@@ -21,14 +21,6 @@ pytestmark = pytest.mark.workflow
 
 
 @pytest.fixture(scope="module")
-def example_run(small_example, tmp_path_factory):
-    """One full run of the example config on the small example; returns the workdir."""
-    workdir = tmp_path_factory.mktemp("run")
-    run_snakemake(workdir, example_config(small_example))
-    return workdir
-
-
-@pytest.fixture(scope="module")
 def version(small_example):
     return main_version(example_config(small_example))
 

@@ -133,6 +133,16 @@ def _provenance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_install(args: argparse.Namespace) -> int:
+    from cellstrata.cluster import install_profile
+
+    target, action = install_profile(args.name, dest=args.dest, force=args.force)
+    print(f"profile {args.name} {action}: {target}")
+    if target.name == args.name and target.parent.name == "snakemake":
+        print(f"run it from the workflow directory with: snakemake --profile {args.name}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cellstrata`` console command."""
     parser = argparse.ArgumentParser(prog="cellstrata", description=__doc__)
@@ -177,6 +187,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup.add_argument("--config", default="config/config.yaml")
     setup.add_argument("--workspace", default=".")
     setup.set_defaults(func=_dvc_setup)
+
+    profile = commands.add_parser("profile", help="Snakemake profiles of this workflow")
+    profile_commands = profile.add_subparsers(dest="profile_command", required=True)
+    install = profile_commands.add_parser(
+        "install",
+        help="copy profiles/NAME where `snakemake --profile NAME` finds it "
+        "(Snakemake's user config directory, $XDG_CONFIG_HOME/snakemake)",
+    )
+    install.add_argument("name", help="profile under profiles/ (slurm, local)")
+    install.add_argument("--dest", help="install here instead (a profile directory)")
+    install.add_argument(
+        "--force", action="store_true", help="replace an installed copy that differs"
+    )
+    install.set_defaults(func=_profile_install)
 
     command("push", _push, "dvc commit + push kept levels, verify every object")
     archive = command("archive", _archive, "push archived levels, verify them, remove locally")

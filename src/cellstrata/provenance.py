@@ -17,7 +17,7 @@ import platform
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -142,11 +142,13 @@ def job_record(
 
 
 @contextmanager
-def recorded_job(smk: Any) -> Iterator[logging.Logger]:
+def recorded_job(smk: Any, inputs: Sequence[str] | None = None) -> Iterator[logging.Logger]:
     """Log a Snakemake script job and, when it succeeds, write its provenance record.
 
     ``smk`` is the ``snakemake`` object a script receives; the record goes to its
-    ``output.provenance``. Nothing is written when the job fails.
+    ``output.provenance``. Nothing is written when the job fails. ``inputs``: the files the job
+    read, where they are not its Snakemake inputs (rule ingest: the platemap and every raw
+    image, of which the DAG sees only the image root); a list the job may fill while it runs.
     """
     start = _now()
     with logged(smk.log[0]) as logger:
@@ -157,7 +159,7 @@ def recorded_job(smk: Any) -> Iterator[logging.Logger]:
         record = job_record(
             rule=smk.rule,
             wildcards=dict(smk.wildcards.items()),
-            inputs=list(smk.input),
+            inputs=list(smk.input) if inputs is None else inputs,
             outputs=[p for p in smk.output if p != record_path],
             params=dict(smk.params.items()),
             retention=retention_of(smk.config["retention"], level, plate) if level else None,
