@@ -56,6 +56,9 @@ import pandas as pd
 import tifffile
 import yaml
 
+# The benchmarks run as scripts, so their folder is on sys.path.
+from dag_scale import snakemake_command
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 SHARED = REPO.parent / "shared" / "data"
@@ -112,12 +115,6 @@ SNAKEMAKE = "(snakemake)"
 atexit.register(_record_peak)
 """
 SNAKEMAKE = "(snakemake)"
-
-
-def snakemake_command() -> list[str]:
-    """The ``snakemake`` of this interpreter's environment (the venv's, not one on PATH)."""
-    script = Path(sys.executable).parent / "snakemake"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "snakemake"]
 
 
 def check_data() -> None:

@@ -36,6 +36,13 @@ def snakemake(workdir: Path, *args: str, env: dict | None = None, cwd: Path | No
     )
 
 
+def _failure(job: dict, log: Path) -> str:
+    """What Slurm and the job's own log say of a job that did not complete."""
+    text = log.read_text()[-4000:] if log.exists() else f"no log at {log}"
+    fields = {key: job.get(key) for key in ("JobId", "JobName", "JobState", "Reason", "ExitCode")}
+    return f"{fields}\n{text}"
+
+
 def write_config(workdir: Path, config: dict) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
@@ -80,8 +87,7 @@ def test_bare_profile_name_resolves_after_install(small_example, tmp_path, profi
         install_profile("slurm", dest=tmp_path / "xdg" / "snakemake" / "slurm")
     result = snakemake(tmp_path / "run", "-n", "--profile", profile, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    # The profile's resources reach the jobs: the account from the environment, the
-    # measured memory of the rule, the threads as cores.
+    # The profile's resources reach the jobs: the account from the environment.
     assert "slurm_account=lab-a" in result.stdout
     assert "rule segment" in result.stdout
 
@@ -175,9 +181,9 @@ def test_slurm_profile_on_a_real_slurm(small_example, example_run, tmp_path):
         assert {"ingest", "correct", "segment", "features", "profiles", "quality"} <= rules
         assert len(submitted) == len(list((workdir / "logs/slurm").rglob("*.log")))
         for job in submitted:
-            assert job["JobState"] == "COMPLETED", job
-            assert job["Partition"] == CPU_PARTITION
             log = Path(job["StdOut"])
+            assert job["JobState"] == "COMPLETED", _failure(job, log)
+            assert job["Partition"] == CPU_PARTITION
             assert log.is_relative_to(workdir / "logs/slurm") and log.name == f"{job['JobId']}.log"
             assert "Finished jobid" in log.read_text()
         assert assert_same_results(workdir, example_run) > 10

@@ -23,10 +23,10 @@ _UNSET_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
 
 def user_profile_dir() -> Path:
-    """Snakemake's per-user profile directory, as Snakemake itself computes it."""
-    from platformdirs import user_config_dir
+    """Snakemake's per-user profile directory, from Snakemake's own lookup."""
+    from snakemake.common import get_appdirs
 
-    return Path(user_config_dir("snakemake", "snakemake"))
+    return Path(get_appdirs().user_config_dir)
 
 
 def _same_tree(left: Path, right: Path) -> bool:
