@@ -116,8 +116,11 @@ for name, plate in CELLPROFILER_PLATES.items():
         raise CellProfilerError(
             f"plate {name}: CellProfiler output {plate['cellprofiler']} does not exist"
         )
-# Never let temp() silently remove what an earlier retention kept.
-check_retention(config)
+# Never let temp() silently remove what an earlier retention kept. Checked by the Snakemake
+# process that plans the run only: a cluster job re-reads this file while other jobs are still
+# writing, and would take their unfinished outputs for unrecorded kept files.
+if not (workflow.remote_exec or workflow.subprocess_exec):
+    check_retention(config)
 
 
 wildcard_constraints:

@@ -319,6 +319,18 @@ def test_keep_to_delete_is_refused_without_the_explicit_command(example_run):
     with pytest.raises(Exception, match="cellstrata apply-retention"):
         run_snakemake(example_run, config, dryrun=True)
     assert any((example_run / "results/masks").rglob("*.tiff"))
+    # A cluster job re-reads the Snakefile while other jobs write: it must not take their
+    # unfinished outputs for kept files (the check belongs to the planning process only).
+    (example_run / "delete.yaml").write_text(yaml.safe_dump(config))
+    job = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-n"]
+        + ["--configfile", "delete.yaml", "--mode", "remote"],
+        cwd=example_run,
+        capture_output=True,
+        text=True,
+    )
+    (example_run / "delete.yaml").unlink()
+    assert job.returncode == 0, job.stderr[-3000:]
     # Leave the module's run as it was for the other tests.
     config["retention"]["levels"]["masks"] = "keep"
     run_snakemake(example_run, config, dryrun=True)
