@@ -17,6 +17,7 @@ rule cellprofiler_features:
         source=cellprofiler_source,
         cellprofiler_plate=cellprofiler_plate_of,
         options=config["cellprofiler"],
+        code=code_of("cellprofiler.py"),
     threads: 2
     resources:
         # measured: 362 MB peak, 5 s on a 4 MB SQLite (NF1, benchmarks/rule_resources.py);

@@ -34,9 +34,27 @@ from cellstrata.provenance import recorded_batches
 from cellstrata.quality import QUALITY_TABLES
 from cellstrata.segment import cellpose_model_files
 from cellstrata.stewardship import check_retention
-from cellstrata.workflow import export_source
+from cellstrata.workflow import CodeDigests, export_source
 
 export_source(SRC)
+
+# Snakemake's code trigger sees a rule's script file, not the package code the script calls:
+# an edit of src/cellstrata/features.py would leave every features output stale without a
+# word. Each rule's `params: code=code_of(<script>)` is a digest of the package modules its
+# script can reach (cellstrata.workflow.code_files), so Snakemake's params trigger re-runs
+# exactly the rules whose code changed (features.py: features and what uses its tables; plots.py:
+# the figures, never segmentation). Made once per parse of the Snakefile, on first use.
+CODE_DIGESTS = CodeDigests(SRC)
+
+
+def code_of(script):
+    """The params function giving the code digest of a rule running ``scripts/<script>``."""
+    path = Path(workflow.basedir) / "scripts" / script
+
+    def code(wildcards):
+        return CODE_DIGESTS(path)
+
+    return code
 
 
 validate(config, str(SCHEMA_PATH))

@@ -15,6 +15,7 @@ rule crops:
         compartment=config["crops"]["compartment"],
         mask_channel=config["crops"]["mask_channel"],
         mask_neighbours=config["crops"]["mask_neighbours"],
+        code=code_of("crops.py"),
     threads: 1
     resources:
         # measured: 262 MB peak for 36 sites of 1080² x 5 ch, 96 px crops, 0.2 s per site

@@ -17,6 +17,7 @@ rule embed:
         channels=config["features"]["embedding"]["channels"],
         normalize=config["features"]["embedding"]["normalize"],
         prefix=config["features"]["embedding"]["prefix"],
+        code=code_of("embed.py"),
     threads: 2
     resources:
         # measured: 329 MB peak for 36 sites (a toy ONNX model; benchmarks/rule_resources.py).

@@ -12,6 +12,7 @@ rule features:
     params:
         groups=config["features"]["groups"],
         options=config["features"]["options"],
+        code=code_of("features.py"),
     threads: 1
     resources:
         # measured: 484 MB peak for 36 sites of 1080² x 5 ch (40 cells per site), 1.4 s per

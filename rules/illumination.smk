@@ -12,6 +12,7 @@ rule illumination:
         "logs/benchmark/illumination/{plate}/{channel}.tsv"
     params:
         illumination=config["illumination"],
+        code=code_of("illumination.py"),
     threads: 1
     resources:
         # measured: 194 MB peak for one channel of a plate of 45 sites of 1080², 0.02 s per
@@ -41,6 +42,7 @@ rule correct:
     params:
         channels=CHANNELS,
         exclude=config["qc"]["exclude"],
+        code=code_of("correct.py"),
     threads: 1
     resources:
         # measured: 237 MB peak for 36 sites of 1080² x 5 ch, 0.34 s per site

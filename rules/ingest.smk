@@ -23,6 +23,7 @@ rule ingest:
         extensions=config["images"]["extensions"],
         require_all_sites=config["images"]["require_all_sites"],
         wells_per_job=config["batching"]["wells_per_job"],
+        code=code_of("ingest.py"),
     threads: 1
     resources:
         # measured: 133 MB peak for a plate of 45 sites x 5 ch, 0.02 s per site

@@ -18,6 +18,7 @@ rule plate_overview:
     params:
         readout=READOUT,
         plate_format=config["report"]["plate_format"],
+        code=code_of("plots.py"),
     threads: 1
     conda:
         "../envs/profiles.yaml"
@@ -48,6 +49,7 @@ rule image_figures:
         "logs/figures/{plate}_images.log",
     params:
         channels=CHANNELS,
+        code=code_of("plots.py"),
     threads: 1
     conda:
         "../envs/profiles.yaml"
@@ -71,6 +73,7 @@ rule overlays:
         "logs/figures/{seg}/{plate}_overlays.log",
     params:
         sample_sites=overlay_sites,
+        code=code_of("plots.py"),
     threads: 1
     conda:
         "../envs/profiles.yaml"
@@ -111,6 +114,7 @@ rule experiment_figures:
         color_by=pca_colour,
         dose_column=config["report"]["dose_column"],
         readout=READOUT,
+        code=code_of("plots.py"),
     threads: 1
     conda:
         "../envs/profiles.yaml"

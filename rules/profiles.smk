@@ -27,6 +27,7 @@ rule profiles:
         platemap=config["platemap"],
         controls=config["controls"],
         options=PLATE_PROFILE_OPTIONS,
+        code=code_of("profiles.py"),
     threads: 1
     resources:
         # measured: 685 MB peak, 9-50 s for plates of 5 and 2 wells x 9 sites
@@ -58,6 +59,7 @@ rule experiment:
         treatment_columns=config["platemap"]["treatment_columns"],
         feature_select_operations=config["profiles"]["feature_select_operations"],
         consensus_operation=config["profiles"]["consensus_operation"],
+        code=code_of("experiment.py"),
     threads: 1
     resources:
         # measured: 678 MB peak, 49 s for 7 wells (benchmarks/rule_resources.py); the stacked
@@ -79,6 +81,8 @@ rule csv:
         "results/{table}.csv.gz",
     log:
         "logs/csv/{table}.log",
+    params:
+        code=code_of("csv.py"),
     threads: 1
     conda:
         "../envs/profiles.yaml"

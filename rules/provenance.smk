@@ -5,6 +5,8 @@ rule provenance:
         "results/provenance.parquet",
     log:
         "logs/provenance.log",
+    params:
+        code=code_of("provenance.py"),
     threads: 1
     conda:
         "../envs/ingest.yaml"

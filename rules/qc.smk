@@ -12,6 +12,7 @@ rule qc:
         "logs/benchmark/qc/{plate}.tsv"
     params:
         thresholds=config["qc"]["thresholds"],
+        code=code_of("qc.py"),
     threads: 1
     resources:
         # measured: 186 MB peak for a plate of 45 sites of 1080² x 5 ch, 0.12 s per site

@@ -16,6 +16,7 @@ rule quality:
         treatment_columns=config["platemap"]["treatment_columns"],
         readout=READOUT,
         map_options=config["quality"]["map"],
+        code=code_of("quality.py"),
     threads: 1
     resources:
         # measured: 326 MB peak, 2 s for 7 wells (benchmarks/rule_resources.py); mAP's

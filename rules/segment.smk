@@ -11,6 +11,7 @@ rule segment:
         "logs/benchmark/segment/{seg}/{plate}/{batch}.tsv"
     params:
         segmentation=segmentation_of,
+        code=code_of("segment.py"),
     threads: 1
     resources:
         # measured (classical): 366 MB peak for 36 sites of 1080² x 5 ch, 1.3 s per site

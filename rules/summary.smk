@@ -11,6 +11,7 @@ rule summary:
         experiment=config["experiment"],
         retention=config["retention"],
         version=next(iter(SEGMENTATIONS)),
+        code=code_of("summary.py"),
     threads: 1
     conda:
         "../envs/ingest.yaml"

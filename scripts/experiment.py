@@ -7,5 +7,7 @@ with recorded_job(snakemake):
     write_experiment(
         snakemake.input.normalized,
         {name: snakemake.output[name] for name in ("normalized", "feature_selected", "consensus")},
-        **snakemake.params,
+        treatment_columns=snakemake.params.treatment_columns,
+        feature_select_operations=snakemake.params.feature_select_operations,
+        consensus_operation=snakemake.params.consensus_operation,
     )

@@ -10,7 +10,9 @@ with logged(snakemake.log[0]):
             annotated_path=snakemake.input.annotated,
             map_path=snakemake.input.map,
             outputs=dict(snakemake.output.items()),
-            **snakemake.params,
+            color_by=snakemake.params.color_by,
+            dose_column=snakemake.params.dose_column,
+            readout=snakemake.params.readout,
         )
     else:
         write_plate_figures(

@@ -10,6 +10,8 @@ with recorded_job(snakemake):
         dict(snakemake.output.items()),
         plate=snakemake.wildcards.plate,
         embedding_paths=list(snakemake.input.embeddings),
+        # A path, or an empty list for a CellProfiler plate (no manifest).
+        manifest=snakemake.input.manifest or None,
         platemap_options=snakemake.params.platemap,
         controls=snakemake.params.controls,
         **snakemake.params.options,

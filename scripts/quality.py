@@ -9,5 +9,7 @@ with recorded_job(snakemake):
         snakemake.input.annotated,
         {name: snakemake.output[name] for name in ("map", "zprime", "cell_counts")},
         cell_qc_paths=snakemake.input.cell_qc,
-        **snakemake.params,
+        treatment_columns=snakemake.params.treatment_columns,
+        readout=snakemake.params.readout,
+        map_options=snakemake.params.map_options,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import tempfile
@@ -37,19 +38,37 @@ class ImageReadError(RuntimeError):
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling path that is renamed onto ``path`` on success.
 
-    A killed or failing writer never leaves a partial file under the final name.
+    A killed or failing writer never leaves a partial file under the final name. A writer
+    killed with SIGKILL does leave its temporary file (``.<name>.<random>.part``, hidden); the
+    next successful write of ``path`` removes such leftovers that are older than its own, so a
+    resumed run does not keep them (they would be counted, and pushed by DVC, with the level's
+    directory; a crops store can be gigabytes).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    started = tmp_path.stat().st_mtime_ns
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+        _remove_stale_parts(path, started)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _remove_stale_parts(path: Path, before_ns: int) -> None:
+    """Remove temporary files of killed writers of ``path`` (see :func:`atomic_path`) made
+    before ``before_ns``; a writer that started later is left alone."""
+    stale = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]+\.part$")
+    for sibling in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+        try:
+            if stale.match(sibling.name) and sibling.stat().st_mtime_ns < before_ns:
+                sibling.unlink()
+        except FileNotFoundError:  # another writer finished meanwhile
+            pass
 
 
 def check_labels(labels: np.ndarray, name: str) -> np.ndarray:

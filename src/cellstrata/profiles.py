@@ -448,7 +448,11 @@ def _sum_nonfinite(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 
 def annotate_profiles(
-    aggregated: pd.DataFrame, platemap: pd.DataFrame, *, on_mismatch: str = "error"
+    aggregated: pd.DataFrame,
+    platemap: pd.DataFrame,
+    *,
+    on_mismatch: str = "error",
+    empty_wells: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Join profiles with the platemap (pycytominer's annotate); no well may vanish.
 
@@ -458,23 +462,45 @@ def annotate_profiles(
     ``Metadata_control_type`` :data:`UNANNOTATED` (so it is never a control). Platemap wells
     never imaged are reported either way.
 
+    ``empty_wells`` are wells that were imaged but gave no cells (empty fields, or every site
+    excluded by QC): they have no profile and are reported as ``no_cells``, not mistaken for
+    platemap wells never imaged (and, when the platemap lacks them too, not passed over).
+
     Returns
     -------
     annotated : pandas.DataFrame
         One row per aggregated well.
     issues : pandas.DataFrame
-        :data:`PLATEMAP_REPORT` rows for unmapped and never-imaged wells.
+        :data:`PLATEMAP_REPORT` rows for unmapped, empty and never-imaged wells.
     """
     plate = ", ".join(map(str, aggregated["Metadata_Plate"].unique()))
     imaged = set(aggregated["Metadata_Well"])
+    empty = set(empty_wells) - imaged
     described = set(platemap["Metadata_Well"])
     unmapped = sorted(imaged - described)
-    if unmapped and on_mismatch != "report":
-        raise PlatemapError(f"plate {plate}: imaged well(s) missing from the platemap: {unmapped}")
-    never = sorted(described - imaged)
+    if (unmapped or empty - described) and on_mismatch != "report":
+        raise PlatemapError(
+            f"plate {plate}: imaged well(s) missing from the platemap: "
+            f"{sorted([*unmapped, *(empty - described)])}"
+        )
+    never = sorted(described - imaged - empty)
     if never:
         log.warning("plate %s: platemap wells never imaged: %s", plate, never)
     issues = [(plate, w, "never_imaged", "none", "in the platemap, no cells") for w in never]
+    if empty:
+        log.warning(
+            "plate %s: imaged well(s) without any cell, no profile: %s", plate, sorted(empty)
+        )
+    issues += [
+        (
+            plate,
+            w,
+            "no_cells",
+            "no profile",
+            "imaged, no cells" + ("" if w in described else "; not in the platemap"),
+        )
+        for w in sorted(empty)
+    ]
     if unmapped:
         log.warning("plate %s: imaged wells missing from the platemap kept: %s", plate, unmapped)
         issues += [(plate, w, "not_in_platemap", "kept unannotated", "imaged") for w in unmapped]
@@ -599,10 +625,15 @@ def build_profiles(
     feature_select_operations: Sequence[str] = ("variance_threshold",),
     embedding_paths: Sequence[str | os.PathLike] = (),
     cell_qc: Mapping[str, Any] | None = None,
+    manifest: str | os.PathLike | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Run the whole profile chain for one plate (``embedding_paths``, ``cell_qc``: see
     :func:`aggregate_features`; ``plate`` and ``platemap_options``: :func:`read_platemap`,
     whose ``on_mismatch`` also decides about imaged wells missing from the platemap).
+
+    ``manifest``, the plate's image manifest, says which wells were imaged: those without any
+    cell are reported as ``no_cells`` (:func:`annotate_profiles`). Without it (CellProfiler
+    plates) only wells with cells are known.
 
     The platemap is read and checked first, so a bad platemap fails before any aggregation.
 
@@ -633,7 +664,13 @@ def build_profiles(
             ", ".join(map(str, aggregated["Metadata_Plate"].unique())),
             ", ".join(aggregated["Metadata_Well"]),
         )
-    annotated, unmatched = annotate_profiles(aggregated, annotation, on_mismatch=on_mismatch)
+    empty_wells: list[str] = []
+    if manifest is not None:
+        imaged = pd.read_parquet(manifest, columns=["Metadata_Well"])["Metadata_Well"]
+        empty_wells = sorted(set(imaged) - set(aggregated["Metadata_Well"]))
+    annotated, unmatched = annotate_profiles(
+        aggregated, annotation, on_mismatch=on_mismatch, empty_wells=empty_wells
+    )
     normalized, normalization = normalize_profiles(
         annotated, method=normalize_method, samples=normalize_samples
     )

@@ -187,6 +187,8 @@ def setup_dvc(
 
     Remote URLs (and S3 endpoints) go to ``.dvc/config``, which is committed so collaborators
     find the data; credentials never do: put them in ``.dvc/config.local`` or the environment.
+    Every remote gets ``verify = true``: DVC then checks the MD5 of each object it downloads,
+    so a pull from a remote holding a corrupted object fails instead of checking it out.
     """
     workspace = Path(workspace)
     if not (workspace / ".dvc").is_dir():
@@ -206,6 +208,8 @@ def setup_dvc(
         )
         if remote.get("endpointurl"):
             _dvc(workspace, "remote", "modify", role, "endpointurl", remote["endpointurl"])
+        # DVC's default (false) checks out whatever bytes a remote serves.
+        _dvc(workspace, "remote", "modify", role, "verify", "true")
     path = workspace / "dvc.yaml"
     path.write_text(render_dvc_yaml(config, config_name, str(workspace)))
     return path
@@ -270,6 +274,60 @@ def verify_remote(workspace: str | os.PathLike, stages: Sequence[str]) -> dict[s
     return report
 
 
+def resend_objects(workspace: str | os.PathLike, report: Mapping[str, list[str]]) -> list[str]:
+    """Upload again, from the local cache, every object ``report`` found missing or corrupt on
+    its remote (a :func:`verify_remote` report); return the ``"stage:oid"`` keys sent.
+
+    ``dvc push`` trusts a directory's listing object: when it is on the remote, the files it
+    lists are assumed there too, so a file object lost or corrupted later would never be sent
+    again and every retry would fail. Only objects whose cached copy still has its MD5 are
+    sent; objects of an unreachable remote are left to the next push.
+    """
+    repo = _repo(Path(workspace))
+    remotes = {stage.name: stage.outs[0].remote for stage in repo.index.stages if stage.outs}
+    sent = []
+    for entry in [*report.get("missing", []), *report.get("corrupt", [])]:
+        if entry.endswith(")"):  # "stage:oid (reason)": the remote could not be read
+            continue
+        name, oid = entry.split(":", 1)
+        cached = Path(repo.cache.local.oid_to_path(oid))
+        if not cached.is_file() or _md5(cached) != oid.removesuffix(".dir"):
+            log.warning("%s: no intact local copy of %s to send again", name, oid)
+            continue
+        odb = repo.cloud.get_remote_odb(remotes.get(name))
+        odb.fs.put_file(str(cached), odb.oid_to_path(oid))
+        sent.append(entry)
+    return sent
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _unverified(title: str, workspace: Path, report: Mapping[str, list[str]]) -> StewardshipError:
+    """The error of a push that left objects missing or corrupt, after sending them again.
+
+    The objects are not verified again in the same command: a remote that lost or corrupted
+    data is checked afresh by the next run before anything relies on it.
+    """
+    text = _report_text(title, report)
+    try:
+        sent = resend_objects(workspace, report)
+    except Exception as err:  # the remote failing again: the report above still stands
+        sent = []
+        text += f"\ncould not send them again: {type(err).__name__}: {err}"
+    if sent:
+        text += (
+            f"\nsent {len(sent)} of them again from the local cache; run the command again "
+            "to verify them"
+        )
+    return StewardshipError(text)
+
+
 def _present(workspace: Path, out: TrackedOutput) -> bool:
     path = workspace / out.path
     return path.is_file() or (path.is_dir() and any(p.is_file() for p in path.rglob("*")))
@@ -301,7 +359,7 @@ def push(
     _dvc(workspace, "push", *stages)
     report = verify_remote(workspace, stages)
     if report["missing"] or report["corrupt"]:
-        raise StewardshipError(_report_text("push could not be verified", report))
+        raise _unverified("push could not be verified", workspace, report)
     return report
 
 
@@ -349,7 +407,7 @@ def archive(
         ) from err
     report = verify_remote(workspace, stages)
     if report["missing"] or report["corrupt"]:
-        raise StewardshipError(_report_text("archive not verified, nothing removed", report))
+        raise _unverified("archive not verified, nothing removed", workspace, report)
     drop_cache = config["storage"]["drop_cache_after_archive"]
     repo = _repo(workspace) if drop_cache else None
     for out in outs:
@@ -382,10 +440,13 @@ def pull(
     """
     workspace = Path(workspace)
     # Without its manifest, Snakemake would plan to re-ingest a plate whose images are absent.
+    # Only those the lab recorded (dvc.lock): asking DVC for one never made, e.g. the
+    # experiment's records of a run that stopped at the plate profiles, fails the whole pull.
+    recorded = locked_outputs(workspace)
     always = [
         o.path
         for o in tracked_outputs(config, workspace)
-        if o.level in {"manifest", "provenance", "platemap"}
+        if o.level in {"manifest", "provenance", "platemap"} and o.path in recorded
     ]
     targets = list(dict.fromkeys([*always, *paths]))
     _dvc(workspace, "pull", *targets)
@@ -440,7 +501,8 @@ def check_retention(config: Mapping[str, Any], workspace: str | os.PathLike = ".
     """Refuse a run that would silently delete data kept under an earlier retention.
 
     Snakemake removes temp() outputs once their consumers finish, also outputs that an earlier
-    run made while the level was kept. Such files are found through their provenance records.
+    run made while the level was kept. Such files are found through their provenance records;
+    files no record names (outputs of an interrupted job, which Snakemake redoes) are not.
 
     Raises
     ------
@@ -465,8 +527,15 @@ def check_retention(config: Mapping[str, Any], workspace: str | os.PathLike = ".
             }
         for file in files:
             relative = file.relative_to(workspace).as_posix()
-            if made_as.get(relative) != "delete":
-                doomed.append(f"{relative} (made as {made_as.get(relative) or 'unrecorded'})")
+            made = made_as.get(relative)
+            # Unrecorded: the output of a job killed before it wrote its record (a half-filled
+            # directory, a table written just before the kill). Snakemake redoes that job
+            # whatever the retention (the record is one of its outputs) and removes the file
+            # first, so refusing would protect nothing, yet it blocked every later run (the
+            # reliability suite's kill soak), and apply-retention, which deletes recorded
+            # files only, could not clear it.
+            if made is not None and made != "delete":
+                doomed.append(f"{relative} (made as {made})")
     if doomed:
         listing = "\n".join(f"  - {d}" for d in doomed[:20])
         more = f"\n  ... and {len(doomed) - 20} more" if len(doomed) > 20 else ""

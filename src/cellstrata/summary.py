@@ -17,6 +17,7 @@ from cellstrata.config import (
     RULE_LEVELS,
     retention_of,
 )
+from cellstrata.io import atomic_path
 from cellstrata.storage import disk_usage, human_size
 
 
@@ -116,5 +117,7 @@ def write_summary(
         results=Path(output).parent,
         cellprofiler=cellprofiler,
     )
-    Path(output).write_text(text)
+    # Atomically, like every other output: a killed job leaves no partial summary.
+    with atomic_path(output) as tmp:
+        tmp.write_text(text)
     return text

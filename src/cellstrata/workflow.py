@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import os
+from pathlib import Path
 
 
 def export_source(src: str) -> None:
@@ -16,3 +19,201 @@ def export_source(src: str) -> None:
     current = os.environ.get("PYTHONPATH", "")
     parts = [src] + [p for p in current.split(os.pathsep) if p and p != src]
     os.environ["PYTHONPATH"] = os.pathsep.join(parts)
+
+
+# -- which package code a rule's script runs -------------------------------------------------
+# Snakemake's "code" rerun trigger covers a rule's script file, not the package modules the
+# script calls, so an edit of src/cellstrata/features.py would leave every features output
+# silently stale. rules/common.smk gives each rule `params: code=...`, a digest of the module
+# files its script can reach, and Snakemake's params trigger does the rest. Reach is followed
+# per name, not per file: cellstrata.config imports segment, features and embed inside its
+# validation functions, so a file-level import closure would put features.py behind every rule
+# that writes a provenance record (they all use config.retention_of) and an edit of it would
+# re-run the whole workflow.
+
+_FUNCTION = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+class _Module:
+    """A parsed module: its top-level statements and which of them bind each name."""
+
+    def __init__(self, name: str, path: Path):
+        self.name, self.path = name, path
+        self.statements = _flatten(ast.parse(path.read_text(), filename=str(path)).body)
+        self.bindings: dict[str, list[ast.stmt]] = {}
+        for statement in self.statements:
+            for bound in _bound_names(statement):
+                self.bindings.setdefault(bound, []).append(statement)
+
+
+def _flatten(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Top-level statements, those nested in if/try/with blocks included."""
+    flat = []
+    for statement in body:
+        flat.append(statement)
+        if isinstance(statement, ast.If | ast.Try | ast.With):
+            blocks = [statement.body, getattr(statement, "orelse", [])]
+            blocks.append(getattr(statement, "finalbody", []))
+            blocks += [handler.body for handler in getattr(statement, "handlers", [])]
+            flat += [nested for block in blocks for nested in _flatten(block)]
+    return flat
+
+
+def _bound_names(statement: ast.stmt) -> list[str]:
+    if isinstance(statement, (*_FUNCTION, ast.ClassDef)):
+        return [statement.name]
+    if isinstance(statement, ast.Import | ast.ImportFrom):
+        return [(alias.asname or alias.name).split(".")[0] for alias in statement.names]
+    if isinstance(statement, ast.Assign | ast.AnnAssign | ast.AugAssign):
+        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+        return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+    return []
+
+
+def _import_time(statement: ast.stmt) -> list[ast.AST]:
+    """The parts of a top-level statement that run when the module is imported: a function's
+    decorators, defaults and annotations (not its body); an if's test, a with's items (their
+    blocks are top-level statements of their own); imports aside (see _Reach.module)."""
+    if isinstance(statement, _FUNCTION):
+        return [*statement.decorator_list, statement.args, *filter(None, [statement.returns])]
+    if isinstance(statement, ast.If):
+        return [statement.test]
+    if isinstance(statement, ast.With):
+        return list(statement.items)
+    if isinstance(statement, ast.Try | ast.Import | ast.ImportFrom):
+        return []
+    return [statement]
+
+
+class _Reach:
+    """The package modules reachable from a script, name by name."""
+
+    def __init__(self, src: Path, package: str):
+        self.src, self.package = src, package
+        self.modules: dict[str, _Module | None] = {}
+        self.reached: set[str] = set()
+        self.symbols: set[tuple[str, str]] = set()
+
+    def load(self, name: str) -> _Module | None:
+        if name not in self.modules:
+            path = None
+            if name == self.package or name.startswith(self.package + "."):
+                base = self.src.joinpath(*name.split("."))
+                path = next(
+                    (p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()),
+                    None,
+                )
+            self.modules[name] = _Module(name, path) if path else None
+        return self.modules[name]
+
+    def module(self, name: str) -> None:
+        """Importing ``name``: its packages' and its own import-time code."""
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:depth])
+            module = self.load(prefix)
+            if module is None or prefix in self.reached:
+                continue
+            self.reached.add(prefix)
+            for statement in module.statements:
+                if isinstance(statement, ast.Import | ast.ImportFrom):
+                    for target, _ in self.imported(statement, module):
+                        self.module(target)
+                for node in _import_time(statement):
+                    self.scan(module, node)
+
+    def symbol(self, name: str, symbol: str | None) -> None:
+        """Using ``symbol`` of module ``name`` (None: any of it, e.g. ``import x``)."""
+        self.module(name)
+        module = self.load(name)
+        if module is None or (name, symbol) in self.symbols:
+            return
+        self.symbols.add((name, symbol))
+        if symbol is None:
+            for bound in list(module.bindings):
+                self.symbol(name, bound)
+            return
+        if symbol not in module.bindings:
+            # `from package import submodule`
+            if self.load(f"{name}.{symbol}") is not None:
+                self.symbol(f"{name}.{symbol}", None)
+            return
+        for statement in module.bindings[symbol]:
+            if isinstance(statement, ast.Import | ast.ImportFrom):
+                for target, imported in self.imported(statement, module, bound=symbol):
+                    self.symbol(target, imported)
+            else:
+                self.scan(module, statement)
+
+    def imported(self, statement, module: _Module, bound: str | None = None):
+        """``(module, name)`` pairs an import statement brings in (those binding ``bound``)."""
+        pairs = []
+        for alias in statement.names:
+            if bound is not None and (alias.asname or alias.name).split(".")[0] != bound:
+                continue
+            if isinstance(statement, ast.Import):
+                pairs.append((alias.name, None))
+                continue
+            base = statement.module or ""
+            if statement.level:
+                package = module.name.split(".")
+                package = package if module.path.name == "__init__.py" else package[:-1]
+                package = package[: len(package) - statement.level + 1]
+                base = ".".join([*package, base] if base else package)
+            pairs.append((base, None if alias.name == "*" else alias.name))
+        return [pair for pair in pairs if self.load(pair[0]) is not None]
+
+    def scan(self, module: _Module, node: ast.AST) -> None:
+        """Follow every module-level name and every package import read under ``node``."""
+        for item in ast.walk(node):
+            if isinstance(item, ast.Name) and item.id in module.bindings:
+                self.symbol(module.name, item.id)
+            elif isinstance(item, ast.Import | ast.ImportFrom):
+                # An import inside a function: whatever it names is used there.
+                for target, imported in self.imported(item, module):
+                    self.symbol(target, imported)
+
+
+def code_files(
+    script: str | os.PathLike,
+    src: str | os.PathLike,
+    package: str = "cellstrata",
+    parsed: dict | None = None,
+) -> list[Path]:
+    """The files of ``package`` (under ``src``) whose code a Snakemake script can run: the
+    modules its imports reach, followed name by name through functions, classes and
+    module-level code (imports inside functions included). Sorted paths. ``parsed``: a dict
+    that keeps parsed modules between calls (see :class:`CodeDigests`)."""
+    reach = _Reach(Path(src), package)
+    if parsed is not None:
+        reach.modules = parsed
+    script_module = _Module("__script__", Path(script))
+    reach.modules["__script__"] = script_module
+    # A script runs top to bottom: every statement of it is used.
+    for statement in script_module.statements:
+        reach.scan(script_module, statement)
+    del reach.modules["__script__"]
+    reach.reached.discard("__script__")
+    return sorted(reach.modules[name].path for name in reach.reached if reach.modules[name])
+
+
+class CodeDigests:
+    """Digests of the package code each script can run (:func:`code_files`: relative paths
+    and contents), for the rules' ``params: code``: a digest changes exactly when code its
+    rule can run does. Modules are parsed once per instance, digests made once per script;
+    one instance per parse of the Snakefile (rules/common.smk), so edits between runs count."""
+
+    def __init__(self, src: str | os.PathLike, package: str = "cellstrata"):
+        self.src, self.package = Path(src), package
+        self._parsed: dict[str, _Module | None] = {}
+        self._digests: dict[str, str] = {}
+
+    def __call__(self, script: str | os.PathLike) -> str:
+        key = str(script)
+        if key not in self._digests:
+            digest = hashlib.sha256()
+            for path in code_files(script, self.src, self.package, self._parsed):
+                digest.update(path.relative_to(self.src).as_posix().encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+            self._digests[key] = digest.hexdigest()[:16]
+        return self._digests[key]
