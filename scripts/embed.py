@@ -10,5 +10,10 @@ with recorded_job(snakemake):
         snakemake.input.model,
         snakemake.output[0],
         threads=snakemake.threads,
-        **dict(snakemake.params.items()),
+        format=snakemake.params.format,
+        device=snakemake.params.device,
+        batch_size=snakemake.params.batch_size,
+        channels=snakemake.params.channels,
+        normalize=snakemake.params.normalize,
+        prefix=snakemake.params.prefix,
     )
