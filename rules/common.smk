@@ -183,6 +183,14 @@ def platemap_of(wildcards):
     return PLATES[wildcards.plate]["platemap"]
 
 
+def manifest_of(wildcards):
+    """The image manifest of an image plate (which wells were imaged, so that a well without
+    cells is reported as such); none for a CellProfiler plate."""
+    if wildcards.plate in CELLPROFILER_PLATES:
+        return []
+    return [f"results/manifest/{wildcards.plate}.parquet"]
+
+
 def illumination_functions(wildcards):
     return {
         channel: f"results/illumination/{wildcards.plate}/{channel}.tiff" for channel in CHANNELS

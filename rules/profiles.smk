@@ -3,6 +3,7 @@ rule profiles:
         features=batch_features,
         embeddings=batch_embeddings,
         platemap=platemap_of,
+        manifest=manifest_of,
     output:
         aggregated=retained("profiles", "results/profiles/{seg}/{plate}/{plate}_aggregated.parquet"),
         annotated=retained("profiles", "results/profiles/{seg}/{plate}/{plate}_annotated.parquet"),
