@@ -1,14 +1,15 @@
 # Two commands on a fresh clone (see README):
 #   make run   - set up .venv, generate the synthetic example, run the workflow, build the HTML
 #                report (results/report.html), print the summary
-#   make test  - set up .venv with the test extras, run the test suite
+#   make test  - set up .venv with the test extras, run the test suite (make test-heavy: the
+#                reliability suite and the real Slurm, also run by CI)
 PYTHON ?= python3
 VENV ?= .venv
 CORES ?= $(shell nproc 2>/dev/null || echo 2)
 BIN := $(VENV)/bin
 EXAMPLE := resources/example
 
-.PHONY: run test setup dry-run lint clean slurm-packages
+.PHONY: run test test-heavy setup dry-run lint clean slurm-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,8 +55,14 @@ slurm-packages:
 	  fi; \
 	fi
 
-test: $(VENV)/.installed-test slurm-packages
-	$(BIN)/pytest
+# The default suite (about 15 min on 2 cores). The heavy ones, the reliability suite (kills,
+# remote faults, a soak of 10 kills) and the real one-node Slurm, run in `make test-heavy`;
+# CI (.ci/run) runs both.
+test: $(VENV)/.installed-test
+	$(BIN)/pytest -m "not reliability and not slurm"
+
+test-heavy: $(VENV)/.installed-test slurm-packages
+	$(BIN)/pytest -m "reliability or slurm"
 
 lint: $(VENV)/.installed-test $(EXAMPLE)/platemap.csv
 	$(BIN)/ruff check src scripts tests benchmarks

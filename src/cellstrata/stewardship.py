@@ -280,8 +280,9 @@ def resend_objects(workspace: str | os.PathLike, report: Mapping[str, list[str]]
 
     ``dvc push`` trusts a directory's listing object: when it is on the remote, the files it
     lists are assumed there too, so a file object lost or corrupted later would never be sent
-    again and every retry would fail. Only objects whose cached copy still has its MD5 are
-    sent; objects of an unreachable remote are left to the next push.
+    again and every retry would fail (upstream: treeverse/dvc#11011, treeverse/dvc#7532). Only
+    objects whose cached copy still has its MD5 are sent; objects of an unreachable remote are
+    left to the next push.
     """
     repo = _repo(Path(workspace))
     remotes = {stage.name: stage.outs[0].remote for stage in repo.index.stages if stage.outs}

@@ -245,7 +245,8 @@ def test_parameter_change_reruns_only_the_affected_levels(
 
     # Not `--list-changes params`: Snakemake 9.27 lists every output with recorded params
     # there (ParamsChange.__or__ in snakemake/persistence returns a change that is false but
-    # carries its files, and get_outputs_with_changes iterates it). The dry run's per-job
+    # carries its files, and get_outputs_with_changes iterates it; no upstream issue found, the
+    # code came with snakemake/snakemake#3313 for #3288). The dry run's per-job
     # reasons are right; with params as the only trigger they name the features jobs alone.
     params_only = snakemake(workflow_copy, workdir, "-n", "--rerun-triggers", "params")
     assert params_only.returncode == 0, params_only.output[-4000:]
