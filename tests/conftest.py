@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,53 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# The snakemake command of the environment running the tests (the Makefile's .venv).
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+
+def snakemake_command(workdir: Path, *args: str, snakefile: Path | None = None) -> list[str]:
+    """The `snakemake` command line, as a user types it, on ``workdir`` and its config.yaml
+    (``snakefile``: the repository's unless given)."""
+    return [
+        SNAKEMAKE,
+        "--snakefile",
+        str(snakefile or REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
+
+
+# The example's jobs from the features level on (rule -> jobs; features: one per batch of wells):
+# what a change or a failure of the features level must re-run, and nothing else.
+FEATURES_AND_AFTER = {
+    "features": 2,
+    "profiles": 1,
+    "experiment": 1,
+    "quality": 1,
+    "plate_overview": 1,
+    "experiment_figures": 1,
+    "summary": 1,
+    "provenance": 1,
+    "all": 1,
+}
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The first "Job stats" table Snakemake printed (rule -> jobs); {} when it printed none
+    ("Nothing to be done")."""
+    lines = output.splitlines()
+    if "Job stats:" not in lines:
+        return {}
+    counts = {}
+    for line in lines[lines.index("Job stats:") + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
 
 
 def shared(*parts: str) -> Path:

@@ -16,6 +16,26 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
+def moto_s3_environment(bucket: str) -> Iterator[str]:
+    """:func:`moto_s3` with the AWS variables a client needs set in the environment only
+    (moto accepts any credentials; none is real and none is written to a file)."""
+    import pytest
+
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in (
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            # One attempt per request: a dead server is then reported in seconds, not after
+            # botocore's back-off (the tests check that failures are loud, not their delay).
+            ("AWS_MAX_ATTEMPTS", "1"),
+        ):
+            patch.setenv(key, value)
+        with moto_s3(bucket) as endpoint:
+            yield endpoint
+
+
+@contextlib.contextmanager
 def moto_s3(bucket: str) -> Iterator[str]:
     """Start moto's S3 server on a free loopback port with ``bucket``; yield its endpoint."""
     import logging

@@ -4,35 +4,25 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, assert_same_results, example_config, main_version
+from conftest import REPO, assert_same_results, example_config, main_version, snakemake_command
 from slurmcluster import CPU_PARTITION, GPU_PARTITION, jobs, local_slurm, unavailable
 
 from cellstrata.cli import main
 from cellstrata.cluster import gpu_gres, install_profile, unset_variables
 
-# The snakemake command of the environment running the tests (the Makefile's .venv).
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None, cwd: Path | None = None):
     """The `snakemake` command line, as a user types it, on the repository's Snakefile."""
-    command = [
-        SNAKEMAKE,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        *args,
-    ]
     return subprocess.run(
-        command, capture_output=True, text=True, env=env or os.environ.copy(), cwd=cwd or REPO
+        snakemake_command(workdir, *args),
+        capture_output=True,
+        text=True,
+        env=env or os.environ.copy(),
+        cwd=cwd or REPO,
     )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, example_config, main_version
-from s3server import Relay, moto_s3
+from s3server import Relay, moto_s3_environment
 
 from cellstrata.cli import main
 from cellstrata.config import load_config
@@ -84,16 +84,8 @@ def _cellstrata(cwd: Path, *args: str) -> int:
 
 @pytest.fixture(scope="module")
 def s3():
-    with pytest.MonkeyPatch.context() as patch:
-        # moto accepts any credentials; none are real and none are written to a file.
-        for key, value in (
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_DEFAULT_REGION", "us-east-1"),
-        ):
-            patch.setenv(key, value)
-        with moto_s3(BUCKET) as endpoint:
-            yield endpoint
+    with moto_s3_environment(BUCKET) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="module")

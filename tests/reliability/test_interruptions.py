@@ -46,13 +46,20 @@ import pyarrow.parquet as pq
 import pytest
 import tifffile
 import yaml
-from conftest import REPO, assert_same_results, example_config, main_version
+from conftest import (
+    FEATURES_AND_AFTER,
+    REPO,
+    assert_same_results,
+    example_config,
+    job_counts,
+    main_version,
+    snakemake_command,
+)
 
 from cellstrata.io import write_parquet
 from cellstrata.provenance import FAULT_VARIABLE, injected_fault
 
 # The snakemake command of the environment running the tests (the Makefile's .venv).
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 # atomic_path's temporary names: tempfile.mkstemp(prefix=".<name>.", suffix=".part").
 TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.part$")
 # Hidden files Snakemake itself keeps in directory outputs.
@@ -70,19 +77,6 @@ def write_config(workdir: Path, config: dict) -> Path:
     return workdir.resolve()
 
 
-def command(workdir: Path, *args: str) -> list[str]:
-    return [
-        SNAKEMAKE,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        *args,
-    ]
-
-
 def environment(fault: str | None = None) -> dict[str, str]:
     # Unbuffered: a background run's output is read while it runs.
     env = {k: v for k, v in os.environ.items() if k != FAULT_VARIABLE}
@@ -95,7 +89,7 @@ def environment(fault: str | None = None) -> dict[str, str]:
 def snakemake(workdir: Path, *args: str, fault: str | None = None):
     """Run `snakemake ...` to its end; stdout and stderr together in ``.output``."""
     result = subprocess.run(
-        command(workdir, *args),
+        snakemake_command(workdir, *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -118,7 +112,7 @@ class Background:
         self.log_path = workdir.parent / f"snakemake-{time.monotonic_ns()}.out"
         self._log = open(self.log_path, "w")  # closed in close()
         self.process = subprocess.Popen(
-            command(workdir, *args),
+            snakemake_command(workdir, *args),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
@@ -224,21 +218,6 @@ def running_rules(workdir: Path) -> list[str]:
             continue
         rules.append(Path(script).name.split(".")[-2])
     return sorted(rules)
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The first "Job stats" table Snakemake printed (rule -> jobs); {} when it printed none
-    ("Nothing to be done")."""
-    lines = output.splitlines()
-    if "Job stats:" not in lines:
-        return {}
-    counts = {}
-    for line in lines[lines.index("Job stats:") + 3 :]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def locks(workdir: Path) -> list[Path]:
@@ -495,17 +474,7 @@ def test_job_failing_after_writing(workdir, example_run, version):
     plan = job_counts(dry.output)
     # The failed job once, and the jobs downstream of it that could not run; nothing that
     # finished (segment, correct, crops, the other features batch, ...).
-    assert plan == {
-        "features": 1,
-        "profiles": 1,
-        "experiment": 1,
-        "quality": 1,
-        "plate_overview": 1,
-        "experiment_figures": 1,
-        "summary": 1,
-        "provenance": 1,
-        "all": 1,
-    }, plan
+    assert plan == {**FEATURES_AND_AFTER, "features": 1}, plan
     assert "A01-A06" in next(b for b in dry.output.split("\n\n") if "rule features:" in b)
 
     rerun = snakemake(workdir, "--cores", "2")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,26 +23,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, example_config, main_version
+from conftest import (
+    FEATURES_AND_AFTER,
+    REPO,
+    example_config,
+    job_counts,
+    main_version,
+    snakemake_command,
+)
 
 from cellstrata.provenance import FAULT_VARIABLE
 from cellstrata.workflow import CodeDigests, code_files
 
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 # What a copy of the workflow needs (report/ for the report directive, envs/ for conda:).
 WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "src", "profiles", "report", "envs", "config")
-# The jobs downstream of the features level in the example: everything that reads the tables.
-FEATURES_AND_AFTER = {
-    "features": 2,
-    "profiles": 1,
-    "experiment": 1,
-    "quality": 1,
-    "plate_overview": 1,
-    "experiment_figures": 1,
-    "summary": 1,
-    "provenance": 1,
-    "all": 1,
-}
 # Levels a features change must leave alone (their outputs' modification times are checked).
 UPSTREAM_LEVELS = ("manifest", "qc", "illumination", "corrected", "masks", "crops")
 
@@ -51,16 +44,7 @@ UPSTREAM_LEVELS = ("manifest", "qc", "illumination", "corrected", "masks", "crop
 def snakemake(snakefile: Path, workdir: Path, *args: str):
     env = {k: v for k, v in os.environ.items() if k != FAULT_VARIABLE}
     result = subprocess.run(
-        [
-            SNAKEMAKE,
-            "--snakefile",
-            str(snakefile),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(workdir / "config.yaml"),
-            *args,
-        ],
+        snakemake_command(workdir, *args, snakefile=snakefile),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -70,21 +54,6 @@ def snakemake(snakefile: Path, workdir: Path, *args: str):
     )
     result.output = result.stdout
     return result
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The first "Job stats" table Snakemake printed (rule -> jobs); {} for "Nothing to be
-    done"."""
-    lines = output.splitlines()
-    if "Job stats:" not in lines:
-        return {}
-    counts = {}
-    for line in lines[lines.index("Job stats:") + 3 :]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def triggered(output: str, reason: str) -> set[str]:

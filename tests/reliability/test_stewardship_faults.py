@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, example_config, main_version, run_snakemake
-from s3server import Relay, moto_s3
+from s3server import Relay, moto_s3_environment
 
 from cellstrata.cli import main as cellstrata_main
 from cellstrata.config import load_config
@@ -312,19 +312,8 @@ def test_archive_removes_nothing_the_remote_does_not_verifiably_hold(base_run, t
 
 @pytest.fixture(scope="module")
 def s3():
-    with pytest.MonkeyPatch.context() as patch:
-        # Credentials only in the environment (moto accepts any); none is written to a file.
-        for key, value in (
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_DEFAULT_REGION", "us-east-1"),
-            # One attempt per request: a dead server is then reported in seconds, not after
-            # botocore's back-off (what is tested is that the failure is loud, not its delay).
-            ("AWS_MAX_ATTEMPTS", "1"),
-        ):
-            patch.setenv(key, value)
-        with moto_s3(BUCKET) as endpoint:
-            yield endpoint
+    with moto_s3_environment(BUCKET) as endpoint:
+        yield endpoint
 
 
 def _s3_client(endpoint: str):
