@@ -59,9 +59,8 @@ def test_bbbc013_quality_tables(bbbc013_run):
     print(f"\nBBBC013 Z' of {zprime.loc['BBBC013', 'readout']}: {z:.3f}")
     print(f"BBBC013 activity mAP by dose: {activity['mean_average_precision'].round(3).to_dict()}")
     print(f"significant doses: {sorted(activity.index[activity['below_corrected_p']])}")
-    # The issue asks for 0.9; this plate gives 0.89 (see README), so the test holds what is
-    # shown and fails if the readout gets worse.
-    assert z >= 0.85
+    # The issue asks for 0.9 (0.918 here, see README: 4 positive wells only).
+    assert z >= 0.9
     # Doses 8 and 9 and the positive control (10) are retrieved perfectly among the controls.
     assert activity.loc[[8, 9, 10], "mean_average_precision"].min() > 0.95
     assert activity.loc[[8, 9, 10], "below_corrected_p"].all()
