@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -63,6 +64,21 @@ def test_install_profile_where_snakemake_finds_it(tmp_path, monkeypatch, capsys)
 def test_install_profile_dest(tmp_path):
     target, action = install_profile("local", dest=tmp_path / "p")
     assert action == "installed" and (target / "config.yaml").exists()
+
+
+def test_failed_forced_install_keeps_the_edited_profile(tmp_path, monkeypatch):
+    target, _ = install_profile("slurm", dest=tmp_path / "slurm")
+    (target / "config.yaml").write_text("jobs: 1  # the lab's own edit\n")
+
+    def copy_then_fail(source, destination, **kwargs):
+        shutil.copy(Path(source) / "config.yaml", destination)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(shutil, "copytree", copy_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        install_profile("slurm", dest=target, force=True)
+    assert (target / "config.yaml").read_text() == "jobs: 1  # the lab's own edit\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slurm"]  # no half copy left
 
 
 @pytest.mark.workflow

@@ -13,6 +13,7 @@ import filecmp
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -87,12 +88,21 @@ def install_profile(
                 f"{target} exists and differs from {origin} (edited by hand, or from an older "
                 "checkout); rerun with --force to replace it"
             )
-        shutil.rmtree(target)
         action = "replaced"
     else:
         action = "installed"
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(origin, target)
+    # Copied beside the target, then swapped in: an install that fails or is killed mid-copy
+    # leaves the old profile (perhaps the user's edits) whole, never a half-copied one.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        shutil.copytree(origin, staging, dirs_exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
     return target, action
 
 

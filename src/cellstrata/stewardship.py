@@ -35,6 +35,7 @@ from cellstrata.config import (
     plate_level_versions,
     retention_of,
 )
+from cellstrata.io import atomic_path
 from cellstrata.provenance import read_records
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,8 @@ def setup_dvc(
         # DVC's default (false) checks out whatever bytes a remote serves.
         _dvc(workspace, "remote", "modify", role, "verify", "true")
     path = workspace / "dvc.yaml"
-    path.write_text(render_dvc_yaml(config, config_name, str(workspace)))
+    with atomic_path(path) as tmp:  # a killed write leaves the committed dvc.yaml whole
+        tmp.write_text(render_dvc_yaml(config, config_name, str(workspace)))
     return path
 
 
