@@ -49,7 +49,7 @@ def _write(tmp_path, config):
 
 def test_defaults_are_filled(tmp_path):
     config = load_config(_write(tmp_path, MINIMAL))
-    assert config["batching"]["wells_per_job"] == 1
+    assert config["batching"]["wells_per_job"] == 4
     assert config["retention"]["default"] == "keep"
     assert retention_of(config["retention"], "corrected") == "delete"
     assert retention_of(config["retention"], "masks") == "archive"
