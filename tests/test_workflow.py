@@ -207,6 +207,15 @@ def test_summary(example_run, version):
     assert "SYN01" in text and "cells" in text
     assert "deleted after use (retention: delete)" in text
     assert f"results/profiles/{version}/SYN01/SYN01_feature_selected.parquet" in text
+    # Each table's rows named for what they are: wells, or features for the reports on them.
+    rows = {
+        line.split()[0].rsplit("_", 1)[1]: line.split("(")[1].split(" x ")[0]
+        for line in text.splitlines()
+        if f"profiles/{version}/SYN01/" in line
+    }
+    assert rows["normalized.parquet"].endswith(" wells")
+    assert rows["normalization.parquet"].endswith(" features")
+    assert rows["nonfinite.parquet"].endswith(" features")
 
 
 def test_second_run_has_nothing_to_do(example_run, small_example):

@@ -20,6 +20,13 @@ from cellstrata.config import (
 from cellstrata.io import atomic_path
 from cellstrata.storage import disk_usage, human_size
 
+#: Report tables beside the profiles: what one of their rows is (a profile's row is a well).
+REPORT_ROWS = {
+    "_nonfinite": "features",
+    "_normalization": "features",
+    "_platemap": "reported wells",
+}
+
 
 def summarize(
     manifests: Sequence[str | os.PathLike],
@@ -93,8 +100,9 @@ def summarize(
     for plate in sorted(sites["Metadata_Plate"].unique()):
         for path in sorted(Path(results, "profiles").glob(f"*/{plate}/*.parquet")):
             meta = pq.ParquetFile(path).metadata
-            # Report tables beside the profiles have a row per feature, not per well.
-            unit = "features" if path.stem.endswith("_nonfinite") else "wells"
+            unit = next(
+                (unit for end, unit in REPORT_ROWS.items() if path.stem.endswith(end)), "wells"
+            )
             lines.append(f"  {path}  ({meta.num_rows} {unit} x {meta.num_columns} columns)")
     return "\n".join(lines) + "\n"
 
