@@ -54,6 +54,17 @@ def snakemake_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "snakemake"]
 
 
+def workflow_command(configfile: Path, *args: str) -> list[str]:
+    """``snakemake`` on the repository's Snakefile with ``configfile``, then ``args``."""
+    return snakemake_command() + [
+        "--snakefile",
+        str(SNAKEFILE),
+        "--configfile",
+        str(configfile),
+        *args,
+    ]
+
+
 def generate(
     directory: Path, plates: int, wells: int, sites: int, wells_per_job: int
 ) -> tuple[Path, int]:
@@ -129,15 +140,7 @@ def job_stats(output: str) -> dict[str, int]:
 
 def dry_run(workdir: Path, configfile: Path) -> tuple[float, dict[str, int]]:
     """Time ``snakemake -n`` in a fresh process; return seconds and jobs per rule."""
-    command = snakemake_command() + [
-        "-n",
-        "--snakefile",
-        str(SNAKEFILE),
-        "--configfile",
-        str(configfile),
-        "--cores",
-        "2",
-    ]
+    command = workflow_command(configfile, "-n", "--cores", "2")
     start = time.perf_counter()
     result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -171,14 +174,7 @@ def local_run(directory: Path, cores: int = 2) -> dict[str, float]:
     workdir.mkdir()
     configfile = workdir / "config.yaml"
     configfile.write_text(yaml.safe_dump(config, sort_keys=False))
-    command = snakemake_command() + [
-        "--snakefile",
-        str(SNAKEFILE),
-        "--configfile",
-        str(configfile),
-        "--cores",
-        str(cores),
-    ]
+    command = workflow_command(configfile, "--cores", str(cores))
     start = time.perf_counter()
     result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
     wall = time.perf_counter() - start

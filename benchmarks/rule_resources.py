@@ -57,10 +57,9 @@ import tifffile
 import yaml
 
 # The benchmarks run as scripts, so their folder is on sys.path.
-from dag_scale import snakemake_command
+from dag_scale import workflow_command
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEFILE = REPO / "Snakefile"
 SHARED = REPO.parent / "shared" / "data"
 SITE = SHARED / "cellpainting_site_BR00143976" / "images"
 SITE_FILE = "r03c03f03p01-ch{}sk1fk1fl1.tiff"
@@ -253,17 +252,8 @@ def run_workflow(workdir: Path, configfile: Path, hooks: Path, *extra: str) -> f
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hooks), env.get("PYTHONPATH")]))
     env["RULE_RESOURCES_PEAKS"] = str(workdir / "peaks.jsonl")
-    command = snakemake_command() + [
-        "--snakefile",
-        str(SNAKEFILE),
-        "--configfile",
-        str(configfile),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "1",
-        *(extra or ["--benchmark-extended"]),
-    ]
+    options = extra or ["--benchmark-extended"]
+    command = workflow_command(configfile, "--directory", str(workdir), "--cores", "1", *options)
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:

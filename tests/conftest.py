@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,18 +48,21 @@ FEATURES_AND_AFTER = {
 }
 
 
+def benchmark(name: str):
+    """The module of ``benchmarks/<name>.py`` (the benchmarks are scripts, not a package)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def job_counts(output: str) -> dict[str, int]:
-    """The first "Job stats" table Snakemake printed (rule -> jobs); {} when it printed none
-    ("Nothing to be done")."""
-    lines = output.splitlines()
-    if "Job stats:" not in lines:
-        return {}
-    counts = {}
-    for line in lines[lines.index("Job stats:") + 3 :]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        counts[parts[0]] = int(parts[1])
+    """The "Job stats" table Snakemake printed (rule -> jobs, no total); {} when it printed
+    none ("Nothing to be done")."""
+    counts = benchmark("dag_scale").job_stats(output)
+    counts.pop("total", None)
     return counts
 
 

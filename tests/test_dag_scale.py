@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
-from conftest import REPO
+from conftest import benchmark
 
 from cellstrata.ingest import IngestError, scan_plate
 
@@ -15,14 +12,6 @@ NESTED = (
     r"(?:[^/]+/)?(?P<plate>[^_/]+)_(?P<well>[A-Pa-p]\d{1,2})_s(?P<site>\d+)"
     r"_w(?P<channel>\d)\.tif"
 )
-
-
-def _dag_scale():
-    spec = importlib.util.spec_from_file_location("dag_scale", REPO / "benchmarks/dag_scale.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dag_scale"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _touch(root, *names):
@@ -67,12 +56,12 @@ def test_job_stats_are_parsed():
         "Building DAG of jobs...\nJob stats:\njob        count\n---------  -------\n"
         "ingest           2\ncorrect         96\ntotal           98\n\nrule ingest:\n"
     )
-    assert _dag_scale().job_stats(output) == {"ingest": 2, "correct": 96, "total": 98}
+    assert benchmark("dag_scale").job_stats(output) == {"ingest": 2, "correct": 96, "total": 98}
 
 
 @pytest.mark.workflow
 def test_dry_run_counts_jobs_per_batch(tmp_path):
-    dag_scale = _dag_scale()
+    dag_scale = benchmark("dag_scale")
     configfile, sites = dag_scale.generate(tmp_path, plates=2, wells=8, sites=2, wells_per_job=4)
     seconds, counts = dag_scale.dry_run(tmp_path, configfile)
     assert sites == 2 * 8 * 2
