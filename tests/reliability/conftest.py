@@ -33,9 +33,11 @@ def pytest_terminal_summary(terminalreporter):
         return
     terminalreporter.section("reliability cases")
 
+    # Cases of the first suite are numbers ("11"); later issues number theirs "<issue>.<case>"
+    # ("14.3"): sorted as numbers, part by part.
     def order(key):
-        number = key[0]
-        return (int(number) if number.isdigit() else 99, key)
+        parts = key[0].split(".")
+        return ([int(p) if p.isdigit() else 99 for p in parts], key)
 
     for key in sorted(_RESULTS, key=order):
         outcomes = _RESULTS[key]
