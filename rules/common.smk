@@ -33,7 +33,7 @@ from cellstrata.profiles import EXPERIMENT_STEPS
 from cellstrata.provenance import recorded_batches
 from cellstrata.quality import QUALITY_TABLES
 from cellstrata.segment import cellpose_model_files
-from cellstrata.stewardship import check_retention
+from cellstrata.stewardship import check_ownership, check_retention
 from cellstrata.workflow import CodeDigests, export_source
 
 export_source(SRC)
@@ -59,6 +59,11 @@ def code_of(script):
 
 validate(config, str(SCHEMA_PATH))
 check_config(config)
+# Never let a second experiment, or other images under a plate's name, overwrite what this
+# workspace holds (first: before the image roots are scanned). In the planning process only,
+# like check_retention below.
+if not (workflow.remote_exec or workflow.subprocess_exec):
+    check_ownership(config)
 # A profile's `slurm_account: $SBATCH_ACCOUNT` with the variable unset: say so before submitting
 # (on the submitting side only: inside a job the plugin's srun drops SBATCH_* variables).
 if not (workflow.remote_exec or workflow.subprocess_exec):

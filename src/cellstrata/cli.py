@@ -110,6 +110,36 @@ def _apply_retention(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retire(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship import retire
+
+    outs = retire(
+        _config(args),
+        args.version,
+        args.workspace,
+        config_name=args.config,
+        dry_run=args.dry_run,
+    )
+    verb = "would retire" if args.dry_run else "retired (verified on the remote, removed locally)"
+    for out in outs:
+        print(f"{verb}: {out.path} -> remote {out.remote}")
+    if not args.dry_run:
+        print(f"{args.version} retired; its record: results/provenance/retired/{args.version}.yaml")
+    return 0
+
+
+def _adopt(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship import adopt
+
+    changes = adopt(_config(args), args.workspace, plates=args.plates, dry_run=args.dry_run)
+    verb = "would adopt" if args.dry_run else "adopted"
+    for change in changes:
+        print(f"{verb} {change}")
+    if not changes:
+        print("nothing to adopt: every record already names this config's experiment and plates")
+    return 0
+
+
 def _segment_nuclei(args: argparse.Namespace) -> int:
     from cellstrata.segment import segment_directory
 
@@ -213,6 +243,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "explicitly delete local outputs of levels whose retention is delete",
     )
     apply.add_argument("--dry-run", action="store_true")
+    retire = command(
+        "retire",
+        _retire,
+        "stop keeping a segmentation version the config no longer makes: push and verify its "
+        "kept/archived outputs, then remove them locally and from dvc.yaml",
+    )
+    retire.add_argument("version", help="e.g. classical-42f9603c (see cellstrata status)")
+    retire.add_argument("--dry-run", action="store_true")
+    adopt = command(
+        "adopt",
+        _adopt,
+        "take the workspace's data over for this config (raw images moved to a new mount, "
+        "experiment renamed): its records then name this config's experiment and plates",
+    )
+    adopt.add_argument("--plates", nargs="+", help="only these plates (default: all)")
+    adopt.add_argument("--dry-run", action="store_true")
     nuclei = command(
         "segment-nuclei",
         _segment_nuclei,

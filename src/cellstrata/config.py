@@ -66,6 +66,10 @@ PROVENANCE_PATH = "results/provenance/{plate}"
 EXPERIMENT_PATH = "results/experiment/{version}"
 #: Provenance records of the experiment-level jobs: always kept.
 EXPERIMENT_PROVENANCE_PATH = "results/provenance/experiment"
+#: One record per version retired with ``cellstrata retire`` (YAML, so that they are never
+#: taken for job records): the versions the workspace no longer keeps, and the remote objects
+#: that still hold their data.
+RETIRED_PATH = "results/provenance/retired"
 
 #: The per-plate profile tables, in the order pycytominer makes them.
 PROFILE_STEPS = ("aggregated", "annotated", "normalized", "feature_selected")
@@ -333,6 +337,15 @@ def version_plates(config: dict[str, Any], version: str) -> list[str]:
     :data:`CELLPROFILER_VERSION`, image plates for a segmentation version)."""
     cellprofiler = version == CELLPROFILER_VERSION
     return [p["name"] for p in config["plates"] if is_cellprofiler_plate(p) == cellprofiler]
+
+
+def plate_definition(config: dict[str, Any], plate: str) -> dict[str, str]:
+    """What a plate of the config is made from, as written: its name, image root (or
+    CellProfiler output) and platemap. Every job record of the plate carries it, so that a
+    config reusing the plate name for other data is refused instead of overwriting it."""
+    entry = next(p for p in config["plates"] if p["name"] == plate)
+    source = "cellprofiler" if is_cellprofiler_plate(entry) else "images"
+    return {"name": plate, source: entry[source], "platemap": entry["platemap"]}
 
 
 def embedding_enabled(config: dict[str, Any]) -> bool:

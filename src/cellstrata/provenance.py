@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from cellstrata.config import RULE_LEVELS, retention_of
+from cellstrata.config import RULE_LEVELS, plate_definition, retention_of
 from cellstrata.io import atomic_path
 from cellstrata.logs import logged
 
@@ -162,12 +162,20 @@ def job_record(
     retention: str | None,
     start: str,
     end: str,
+    experiment: str | None = None,
+    plate: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Everything needed to say what made a job's outputs (see the module docstring)."""
+    """Everything needed to say what made a job's outputs (see the module docstring).
+
+    ``experiment`` and ``plate`` (:func:`cellstrata.config.plate_definition`) say which
+    experiment and which plate definition made them (experiment-level jobs have no plate).
+    """
     return {
         "rule": rule,
         "level": RULE_LEVELS.get(rule),
         "retention": retention,
+        "experiment": experiment,
+        "plate": dict(plate) if plate else None,
         "wildcards": dict(wildcards),
         "inputs": describe_files(inputs),
         "outputs": describe_files(outputs),
@@ -209,6 +217,8 @@ def recorded_job(smk: Any, inputs: Sequence[str] | None = None) -> Iterator[logg
             retention=retention_of(smk.config["retention"], level, plate) if level else None,
             start=start,
             end=_now(),
+            experiment=smk.config["experiment"],
+            plate=plate_definition(smk.config, plate) if plate else None,
         )
         write_record(record_path, record)
         logger.info("provenance record %s", record_path)

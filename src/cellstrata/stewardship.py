@@ -7,11 +7,14 @@ frozen ``dvc.yaml`` stage generated from the config: Snakemake makes the data, D
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -25,18 +28,22 @@ import pandas as pd
 import yaml
 
 from cellstrata.config import (
+    CELLPROFILER_VERSION,
     EXPERIMENT_PATH,
     EXPERIMENT_PROVENANCE_PATH,
     LEVEL_PATHS,
     LEVELS,
     PROVENANCE_PATH,
+    RETIRED_PATH,
+    VERSIONED_LEVELS,
     experiment_versions,
     level_path,
+    plate_definition,
     plate_level_versions,
     retention_of,
 )
 from cellstrata.io import atomic_path
-from cellstrata.provenance import read_records
+from cellstrata.provenance import PROVENANCE_DIR, read_records, write_record
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +89,85 @@ def _stage_name(*parts: str) -> str:
     return "_".join(part.replace(".", "-") for part in parts)
 
 
+#: The experiment level's key in :func:`extra_versions` (it has no plate).
+EXPERIMENT_LEVEL = (None, "experiment")
+
+
+def retired_versions(workspace: str | os.PathLike = ".") -> set[str]:
+    """Versions retired with :func:`retire` (their records in :data:`RETIRED_PATH`)."""
+    return {path.stem for path in Path(workspace, RETIRED_PATH).glob("*.yaml")}
+
+
+def _version_paths() -> list[tuple[str, re.Pattern]]:
+    """(level, pattern with groups version and plate) of every versioned output path."""
+    patterns = [
+        (level, LEVEL_PATHS[level].format(version="(?P<version>[^/]+)", plate="(?P<plate>[^/]+)"))
+        for level in VERSIONED_LEVELS
+    ]
+    patterns.append(("experiment", EXPERIMENT_PATH.format(version="(?P<version>[^/]+)")))
+    return [(level, re.compile(pattern + "$")) for level, pattern in patterns]
+
+
+def extra_versions(
+    config: Mapping[str, Any],
+    workspace: str | os.PathLike = ".",
+    records: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[tuple[str | None, str], list[str]]:
+    """Versions this workspace made or tracked that the config no longer makes.
+
+    A parameter change makes a new version beside the old one, and the old one's data stay
+    where they are: they must stay pushed, archived, counted and pullable until they are
+    retired on purpose (:func:`retire`). Its evidence is the provenance records (what jobs
+    made here, deleted levels included) and ``dvc.lock`` (what was tracked, archived data
+    included), for the config's image plates.
+
+    Returns
+    -------
+    dict
+        ``{(plate, level): [version, ...]}``; the experiment level's key is
+        :data:`EXPERIMENT_LEVEL`.
+    """
+    workspace = Path(workspace)
+    current = set(experiment_versions(config))
+    plates = {p["name"] for p in config["plates"] if p.get("images") is not None}
+    skip = current | retired_versions(workspace) | {CELLPROFILER_VERSION}
+    found: dict[tuple[str | None, str], set[str]] = {}
+
+    def add(plate: str | None, level: str, version: str | None) -> None:
+        if version and version not in skip and (plate is None or plate in plates):
+            found.setdefault((plate, level), set()).add(version)
+
+    if records is None:
+        records = read_records(workspace / "results")
+    for record in records:
+        wildcards = record["wildcards"]
+        if record["level"] not in VERSIONED_LEVELS or "seg" not in wildcards:
+            continue
+        if "plate" in wildcards:
+            add(wildcards["plate"], record["level"], wildcards["seg"])
+        else:  # rules experiment and quality
+            add(*EXPERIMENT_LEVEL, wildcards["seg"])
+    patterns = _version_paths()
+    for path in locked_outputs(workspace):
+        for level, pattern in patterns:
+            match = pattern.match(path)
+            if match:
+                add(match.groupdict().get("plate"), level, match["version"])
+    return {key: sorted(versions) for key, versions in sorted(found.items(), key=str)}
+
+
 def tracked_outputs(
     config: Mapping[str, Any], workspace: str | os.PathLike = "."
 ) -> list[TrackedOutput]:
-    """Every DVC output the config asks for, in a stable order.
+    """Every DVC output of the workspace, in a stable order: what the config asks for, and
+    the versions it no longer makes that the workspace still holds (:func:`extra_versions`).
 
     Raw images and platemaps are tracked only when they lie inside the workspace (DVC cannot
     track files elsewhere); levels with retention ``delete`` are never tracked.
     """
     workspace = Path(workspace)
     retention = config["retention"]
+    extra = extra_versions(config, workspace)
     outputs: list[TrackedOutput] = []
     platemaps: dict[str, None] = {}
     for plate in config["plates"]:
@@ -111,7 +187,8 @@ def tracked_outputs(
             action = retention_of(retention, level, name)
             if action == "delete":
                 continue
-            for version in plate_level_versions(config, name, level):
+            versions = plate_level_versions(config, name, level) + extra.get((name, level), [])
+            for version in versions:
                 stage = _stage_name(level, *([version] if version else []), name)
                 path = level_path(level, name, version)
                 outputs.append(TrackedOutput(stage, path, level, name, action, version))
@@ -124,7 +201,7 @@ def tracked_outputs(
                 "keep",
             )
         )
-    for version in experiment_versions(config):
+    for version in experiment_versions(config) + extra.get(EXPERIMENT_LEVEL, []):
         action = retention_of(retention, "profiles")
         path = EXPERIMENT_PATH.format(version=version)
         stage = _stage_name("experiment", version)
@@ -134,6 +211,10 @@ def tracked_outputs(
             "provenance_experiment", EXPERIMENT_PROVENANCE_PATH, "provenance", None, "keep"
         )
     )
+    if Path(workspace, RETIRED_PATH).is_dir():
+        outputs.append(
+            TrackedOutput("provenance_retired", RETIRED_PATH, "provenance", None, "keep")
+        )
     for index, path in enumerate(platemaps):
         outputs.append(
             TrackedOutput(_stage_name("platemap", str(index + 1)), path, "platemap", None, "keep")
@@ -211,10 +292,7 @@ def setup_dvc(
             _dvc(workspace, "remote", "modify", role, "endpointurl", remote["endpointurl"])
         # DVC's default (false) checks out whatever bytes a remote serves.
         _dvc(workspace, "remote", "modify", role, "verify", "true")
-    path = workspace / "dvc.yaml"
-    with atomic_path(path) as tmp:  # a killed write leaves the committed dvc.yaml whole
-        tmp.write_text(render_dvc_yaml(config, config_name, str(workspace)))
-    return path
+    return _write_dvc_yaml(config, config_name, workspace)
 
 
 def _repo(workspace: Path):
@@ -619,13 +697,15 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
     records = read_records(workspace / "results")
     locked = locked_outputs(workspace)
     tracked = {(o.level, o.plate, o.version): o for o in tracked_outputs(config, workspace)}
+    extra = extra_versions(config, workspace, records)
     rows = []
     for plate in (p["name"] for p in config["plates"]):
         for level in LEVELS:
             if level == "raw":
                 continue
             action = retention_of(config["retention"], level, plate)
-            for version in plate_level_versions(config, plate, level):
+            versions = plate_level_versions(config, plate, level) + extra.get((plate, level), [])
+            for version in versions:
                 files, size = disk_usage(workspace / level_path(level, plate, version))
                 made = [
                     r
@@ -664,3 +744,255 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def retire(
+    config: Mapping[str, Any],
+    version: str,
+    workspace: str | os.PathLike = ".",
+    *,
+    config_name: str = "config/config.yaml",
+    dry_run: bool = False,
+) -> list[TrackedOutput]:
+    """Stop keeping a version the config no longer makes.
+
+    Its kept and archived outputs are committed, pushed to their remotes and read back (MD5 of
+    every object), and only then removed from the workspace; the retirement is recorded in
+    :data:`RETIRED_PATH` with the DVC hash and remote of each output, so the data can still be
+    found there, and ``dvc.yaml`` stops tracking the version. If anything fails, nothing is
+    removed.
+
+    Returns
+    -------
+    list of TrackedOutput
+        The version's outputs (removed locally, or that would be with ``dry_run``).
+
+    Raises
+    ------
+    StewardshipError
+        For a version the config makes or the workspace does not hold, or when the remotes do
+        not verifiably hold every object (nothing is removed then).
+    """
+    workspace = Path(workspace)
+    if version in experiment_versions(config):
+        raise StewardshipError(
+            f"retire {version}: the current config ({config_name}) makes this version; change "
+            "its segmentation parameters first (the old version is then retired)"
+        )
+    tracked = tracked_outputs(config, workspace)
+    outs = [o for o in tracked if o.version == version]
+    if not outs:
+        held = sorted({o.version for o in tracked if o.version} - set(experiment_versions(config)))
+        raise StewardshipError(
+            f"retire {version}: not a version this workspace holds; versions the config no "
+            f"longer makes: {', '.join(held) or 'none'}"
+        )
+    present = [o for o in outs if _present(workspace, o)]
+    if dry_run:
+        for out in present:
+            log.info("would retire %s (verified on remote %s first)", out.path, out.remote)
+        return present
+    tracks = (workspace / "dvc.yaml").exists()  # DVC set up: its stages must name the version
+    if tracks:
+        _write_dvc_yaml(config, config_name, workspace)
+    if present:
+        stages = [o.stage for o in present]
+        try:
+            _dvc(workspace, "commit", "--force", "--quiet", *stages)
+            _dvc(workspace, "push", *stages)
+        except StewardshipError as err:
+            raise StewardshipError(
+                f"retire {version}: push failed, nothing removed\n{err}"
+            ) from err
+    locked = locked_outputs(workspace)
+    kept = [o for o in outs if o.path in locked]
+    report = verify_remote(workspace, [o.stage for o in kept])
+    if report["missing"] or report["corrupt"]:
+        raise _unverified(f"retire {version}: not verified, nothing removed", workspace, report)
+    remotes = config["storage"]["remotes"]
+    entries = [
+        {
+            "path": o.path,
+            "level": o.level,
+            "plate": o.plate,
+            "retention": o.retention,
+            "remote": o.remote,
+            "url": remotes[o.remote]["url"],
+            **locked[o.path],
+        }
+        for o in kept
+    ]
+    for out in present:
+        path = workspace / out.path
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        log.info("retired %s (verified on remote %s)", out.path, out.remote)
+    record = {
+        "version": version,
+        "retired": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "user": getpass.getuser(),
+        "host": socket.gethostname(),
+        "config": config_name,
+        "outputs": entries,
+    }
+    with atomic_path(workspace / RETIRED_PATH / f"{version}.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(record, sort_keys=False))
+    if tracks:
+        _write_dvc_yaml(config, config_name, workspace)
+    return present
+
+
+def _write_dvc_yaml(config: Mapping[str, Any], config_name: str, workspace: Path) -> Path:
+    path = workspace / "dvc.yaml"
+    with atomic_path(path) as tmp:  # a killed write leaves the committed dvc.yaml whole
+        tmp.write_text(render_dvc_yaml(config, config_name, str(workspace)))
+    return path
+
+
+def _owner_records(workspace: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """One record per plate of the workspace (its ingest record, else its first) and one per
+    experiment-level version: who made what the workspace holds."""
+    root = workspace / "results" / PROVENANCE_DIR
+    found = []
+    for folder in sorted(p for p in root.glob("*") if p.is_dir()):
+        if folder == workspace / RETIRED_PATH:
+            continue
+        groups = (
+            sorted(p for p in folder.glob("*") if p.is_dir())
+            if folder == workspace / EXPERIMENT_PROVENANCE_PATH
+            else [folder]
+        )
+        for group in groups:
+            first = group / "ingest.json"
+            if not first.exists():
+                first = next(iter(sorted(group.rglob("*.json"))), None)
+            if first is not None:
+                found.append((first, json.loads(first.read_text())))
+    return found
+
+
+def _source(definition: Mapping[str, Any]) -> tuple[str, str]:
+    """(kind, normalised path) of a plate definition's data: its images or CellProfiler output."""
+    kind = "images" if definition.get("images") is not None else "cellprofiler"
+    return kind, os.path.normpath(str(definition.get(kind)))
+
+
+def _place(record: Mapping[str, Any]) -> str:
+    plate = record["wildcards"].get("plate")
+    return f"plate {plate}" if plate else f"the experiment level of {record['wildcards']['seg']}"
+
+
+def check_ownership(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> None:
+    """Refuse a config that would overwrite data another experiment, or another plate
+    definition, made in this workspace.
+
+    Every job record names its experiment and plate definition (image root or CellProfiler
+    output, platemap). A workspace holds one experiment: another experiment's plates reuse its
+    plate names, or share its experiment-level tables, summary and report. A plate whose data
+    came from another image root is refused too. Records written before they named their
+    experiment are trusted.
+
+    Raises
+    ------
+    StewardshipError
+        Naming both sides, with the two ways out: a workspace of its own
+        (``snakemake --directory``) or ``cellstrata adopt``.
+    """
+    workspace = Path(workspace)
+    experiment = config["experiment"]
+    plates = {p["name"] for p in config["plates"]}
+    others: dict[str, list[str]] = {}
+    moved = []
+    for _, record in _owner_records(workspace):
+        owner = record.get("experiment")
+        if owner is None:
+            continue
+        if owner != experiment:
+            others.setdefault(owner, []).append(_place(record))
+            continue
+        recorded = record.get("plate")
+        if recorded and recorded["name"] in plates:
+            current = plate_definition(config, recorded["name"])
+            if _source(recorded) != _source(current):
+                kind, before = _source(recorded)
+                moved.append(
+                    f"  - plate {recorded['name']}: made from {kind} {before}, the config "
+                    f"gives {_source(current)[1]}"
+                )
+    adopt_hint = "cellstrata adopt --config <this config>"
+    if others:
+        held = "\n".join(
+            f"  - experiment {owner!r}: {', '.join(places)}" for owner, places in others.items()
+        )
+        raise StewardshipError(
+            f"this workspace holds data of another experiment:\n{held}\n"
+            f"The config is experiment {experiment!r}: its plates, experiment-level tables, "
+            "summary and report would overwrite them. Run it in a workspace of its own: "
+            "snakemake --directory <new workspace> --configfile <this config> (the results go "
+            "there). If it is the same experiment under a new name, take the data over "
+            f"explicitly: {adopt_hint}"
+        )
+    if moved:
+        raise StewardshipError(
+            "plates of this workspace were made from other data than the config gives:\n"
+            + "\n".join(moved)
+            + f"\nIf the raw data moved (a new mount), take the outputs over with `{adopt_hint}`; "
+            "if these are other data, give the plate another name or run it in a workspace of "
+            "its own (snakemake --directory <new workspace>)."
+        )
+
+
+def adopt(
+    config: Mapping[str, Any],
+    workspace: str | os.PathLike = ".",
+    *,
+    plates: Sequence[str] | None = None,
+    dry_run: bool = False,
+) -> list[str]:
+    """Take the workspace's data over for the config: the records of its plates (and of the
+    experiment level) are rewritten with the config's experiment and plate definitions, each
+    keeping what it said before under ``adopted``.
+
+    For the legitimate cases :func:`check_ownership` refuses: raw images moved to a new mount,
+    an experiment renamed. Whatever depends on a changed image root re-runs as Snakemake decides
+    (the image paths are parameters of rule ingest).
+
+    Returns
+    -------
+    list of str
+        One line per plate or experiment-level version taken over.
+    """
+    workspace = Path(workspace)
+    chosen = set(plates) if plates else {p["name"] for p in config["plates"]}
+    unknown = chosen - {p["name"] for p in config["plates"]}
+    if unknown:
+        raise StewardshipError(f"adopt: {sorted(unknown)} are not plates of the config")
+    experiment = config["experiment"]
+    changes: dict[str, list[Path]] = {}
+    root = workspace / "results" / PROVENANCE_DIR
+    for path in sorted(root.rglob("*.json")):
+        record = json.loads(path.read_text())
+        plate = record["wildcards"].get("plate")
+        if plate is not None and plate not in chosen:
+            continue
+        definition = plate_definition(config, plate) if plate else None
+        before = {"experiment": record.get("experiment"), "plate": record.get("plate")}
+        if before == {"experiment": experiment, "plate": definition}:
+            continue
+        place = _place(record)
+        if before["experiment"] != experiment:
+            place += f": experiment {before['experiment']!r} -> {experiment!r}"
+        if definition and before["plate"] and _source(before["plate"]) != _source(definition):
+            place += f": {_source(before['plate'])[1]} -> {_source(definition)[1]}"
+        changes.setdefault(place, []).append(path)
+        if dry_run:
+            continue
+        record.setdefault("adopted", []).append(
+            {
+                "from": before,
+                "at": datetime.now().astimezone().isoformat(timespec="seconds"),
+                "user": getpass.getuser(),
+            }
+        )
+        record["experiment"], record["plate"] = experiment, definition
+        write_record(path, record)
+    return [f"{place} ({len(paths)} record(s))" for place, paths in changes.items()]

@@ -11,7 +11,7 @@ import pandas as pd
 
 from cellstrata.config import LEVEL_PATHS, LEVELS, level_path, plate_level_versions, retention_of
 from cellstrata.provenance import read_records
-from cellstrata.stewardship import locked_outputs
+from cellstrata.stewardship import extra_versions, locked_outputs
 
 GB = 1e9
 TB = 1e12
@@ -98,7 +98,10 @@ def storage_plan(config: Mapping[str, Any], workspace: str | os.PathLike = ".") 
     storage = config["storage"]
     locked = locked_outputs(workspace)
     recorded: dict[tuple[str, str], list[int]] = {}
-    for record in read_records(workspace / "results"):
+    records = read_records(workspace / "results")
+    # Versions the config no longer makes still occupy storage until they are retired.
+    extra = extra_versions(config, workspace, records)
+    for record in records:
         wildcards = record["wildcards"]
         key = (record["level"], wildcards.get("plate"), wildcards.get("seg"))
         recorded.setdefault(key, []).extend(o["size"] for o in record["outputs"])
@@ -108,7 +111,11 @@ def storage_plan(config: Mapping[str, Any], workspace: str | os.PathLike = ".") 
         raw_files, raw_bytes, raw_source = _raw_size(plate, workspace)
         for level in LEVELS:
             action = retention_of(config["retention"], level, name)
-            versions = [None] if level == "raw" else plate_level_versions(config, name, level)
+            versions = (
+                [None]
+                if level == "raw"
+                else plate_level_versions(config, name, level) + extra.get((name, level), [])
+            )
             for version in versions:
                 if level == "raw":
                     files, size, source = raw_files, raw_bytes, raw_source

@@ -118,7 +118,8 @@ def test_an_old_version_is_pushed_archived_counted_and_pulled(two_versions, tmp_
     code, out = _cellstrata(workspace, "dvc", "setup")
     assert code == 0, out
     assert {masks, features, profiles, f"results/experiment/{old}"} <= _stages(workspace)
-    check_dvc_yaml(load_config(workspace / "config.yaml"), "config.yaml", workspace)
+    config_path = str(workspace / "config.yaml")
+    check_dvc_yaml(load_config(config_path), config_path, workspace)
     # push sends the old version's kept levels too ...
     code, out = _cellstrata(workspace, "push")
     assert code == 0, out
@@ -195,9 +196,11 @@ def test_retire_removes_only_what_a_remote_verifiably_holds(two_versions, tmp_pa
 
 
 def _dry_run(workspace: Path) -> subprocess.CompletedProcess:
+    """``snakemake -n`` on the workspace; its messages (both streams) in ``stdout``."""
     return subprocess.run(
         snakemake_command(workspace, "-n"),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         timeout=600,
     )
@@ -213,8 +216,9 @@ def test_records_name_the_experiment_and_the_plate_definition(two_versions):
         "images": config["plates"][0]["images"],
         "platemap": "platemap.csv",
     }
-    (experiment_record,) = (workdir / "results/provenance/experiment").rglob("experiment.json")
-    assert json.loads(experiment_record.read_text())["experiment"] == EXPERIMENT
+    records = list((workdir / "results/provenance/experiment").rglob("experiment.json"))
+    assert len(records) == 2  # one per version
+    assert all(json.loads(path.read_text())["experiment"] == EXPERIMENT for path in records)
 
 
 @pytest.mark.case("14.2", "a second experiment cannot overwrite the first")
@@ -227,7 +231,7 @@ def test_a_config_of_another_experiment_is_refused_before_any_job(two_versions, 
     _write_config(workspace, other)
     result = _dry_run(workspace)
     assert result.returncode != 0
-    message = result.stderr
+    message = result.stdout
     for text in (EXPERIMENT, "screen-b", PLATE, "--directory", "cellstrata adopt"):
         assert text in message, (text, message)
     # Other plates of another experiment would still share the experiment-level tables, the
@@ -236,7 +240,7 @@ def test_a_config_of_another_experiment_is_refused_before_any_job(two_versions, 
     _write_config(workspace, other)
     result = _dry_run(workspace)
     assert result.returncode != 0
-    assert EXPERIMENT in result.stderr and "--directory" in result.stderr, result.stderr
+    assert EXPERIMENT in result.stdout and "--directory" in result.stdout, result.stdout
     assert _md5s(workspace, "results") == before
 
 
@@ -252,7 +256,7 @@ def test_images_moved_to_a_new_mount_are_adopted_explicitly(two_versions, tmp_pa
     result = _dry_run(workspace)
     assert result.returncode != 0
     for text in (PLATE, str(images), str(moved), "cellstrata adopt"):
-        assert text in result.stderr, (text, result.stderr)
+        assert text in result.stdout, (text, result.stdout)
     assert _md5s(workspace, "results") == before
     code, out = _cellstrata(workspace, "adopt", "--dry-run")
     assert code == 0 and str(moved) in out, out
@@ -260,7 +264,7 @@ def test_images_moved_to_a_new_mount_are_adopted_explicitly(two_versions, tmp_pa
     code, out = _cellstrata(workspace, "adopt")
     assert code == 0, out
     result = _dry_run(workspace)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout
     record = json.loads((workspace / f"results/provenance/{PLATE}/ingest.json").read_text())
     assert record["plate"]["images"] == str(moved)
     (adoption,) = record["adopted"]
