@@ -27,7 +27,7 @@ from conftest import main_version, run_snakemake, snakemake_command
 
 from cellstrata.config import load_config
 from cellstrata.example import generate_example
-from cellstrata.stewardship import check_dvc_yaml, locked_outputs, status
+from cellstrata.stewardship import StewardshipError, check_dvc_yaml, locked_outputs, status
 from cellstrata.storage import storage_plan
 
 from .test_stewardship_faults import PLATE, _base_config, _cellstrata, _md5s, _write_config
@@ -118,8 +118,18 @@ def test_an_old_version_is_pushed_archived_counted_and_pulled(two_versions, tmp_
     code, out = _cellstrata(workspace, "dvc", "setup")
     assert code == 0, out
     assert {masks, features, profiles, f"results/experiment/{old}"} <= _stages(workspace)
+    # The drift check covers the config plus the recorded versions: a dvc.yaml without the
+    # old version's stages drifts.
     config_path = str(workspace / "config.yaml")
     check_dvc_yaml(load_config(config_path), config_path, workspace)
+    text = (workspace / "dvc.yaml").read_text()
+    stages = yaml.safe_load(text)["stages"]
+    (workspace / "dvc.yaml").write_text(
+        yaml.safe_dump({"stages": {k: v for k, v in stages.items() if old not in str(v)}})
+    )
+    with pytest.raises(StewardshipError, match="does not match"):
+        check_dvc_yaml(load_config(config_path), config_path, workspace)
+    (workspace / "dvc.yaml").write_text(text)
     # push sends the old version's kept levels too ...
     code, out = _cellstrata(workspace, "push")
     assert code == 0, out
