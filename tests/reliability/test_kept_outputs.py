@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +23,12 @@ import yaml
 from conftest import example_config, main_version, run_snakemake
 
 from cellstrata.example import generate_example
-from reliability.test_stewardship_faults import _fingerprints, _state, _write_config
+from reliability.test_stewardship_faults import (
+    _cellstrata,
+    _fingerprints,
+    _state,
+    _write_config,
+)
 
 SIZE = 64
 PLATE = "KO1"
@@ -183,3 +189,83 @@ def test_a_bad_input_is_refused_before_any_job_and_the_kept_outputs_stay(
         assert text in message, (text, message)
     if variant not in ("control-not-in-platemap", "misspelt-readout"):
         assert "platemap.csv" in message, message
+
+
+# --- case 14.4: a directory remote must exist; archive says where the copies are -----------------
+
+
+@pytest.mark.case("14.4", "absent directory remote: never created; --create-remotes")
+def test_archive_to_an_absent_directory_remote_fails_and_creates_nothing(base_run, tmp_path):
+    workspace, config = _workspace(base_run, tmp_path / "ws")
+    # The lab's NAS, not mounted: its mount point is there, the archive directory is not.
+    nas = tmp_path / "mnt/labnas"
+    nas.mkdir(parents=True)
+    archive_remote = nas / "archive"
+    config["storage"] = {
+        "remotes": {
+            # Relative: resolved against the workspace, as DVC does.
+            "default": {"url": "remotes/default"},
+            "archive": {"url": str(archive_remote)},
+        }
+    }
+    config["retention"]["levels"]["features"] = "archive"
+    _write_config(workspace, config)
+    version = main_version(config)
+    features = f"results/features/{version}/{PLATE}"
+    code, out = _cellstrata(workspace, "dvc", "setup")
+    assert code == 0, out
+    before = _fingerprints(workspace, "results")
+
+    for command in ("archive", "push"):
+        code, out = _cellstrata(workspace, command)
+        assert code == 1, out
+        assert "does not exist" in out and "--create-remotes" in out, out
+    # Both name the remote, its config key and the directory; neither created anything.
+    code, out = _cellstrata(workspace, "archive")
+    assert f"storage.remotes.archive.url: {archive_remote}" in out, out
+    assert not archive_remote.exists() and not (workspace / "remotes").exists()
+    assert _fingerprints(workspace, "results") == before
+    assert _state(workspace)["features"] == "present"
+
+    # Created explicitly, the remotes take the archive, and it says where the copies are.
+    code, out = _cellstrata(workspace, "dvc", "setup", "--create-remotes")
+    assert code == 0, out
+    assert archive_remote.is_dir() and (workspace / "remotes/default").is_dir()
+    code, out = _cellstrata(workspace, "archive")
+    assert code == 0, out
+    assert f"{features} -> remote archive at {archive_remote}" in out, out
+    assert not (workspace / features).exists()
+    assert _state(workspace)["features"] == "archived"
+    code, out = _cellstrata(workspace, "push")
+    assert code == 0, out
+    assert f"remote default at {(workspace / 'remotes/default').resolve()}" in out, out
+
+
+# --- case 14.5: outputs readable as the umask allows ----------------------------------------------
+
+
+def _modes(workspace: Path) -> dict[str, int]:
+    """Permission bits of every output file (results, provenance records included)."""
+    return {
+        p.relative_to(workspace).as_posix(): stat.S_IMODE(p.stat().st_mode)
+        for p in (workspace / "results").rglob("*")
+        if p.is_file()
+    }
+
+
+@pytest.mark.case("14.5", "outputs get the umask's permissions (022, 002)")
+@pytest.mark.parametrize("umask", [0o022, 0o002], ids=["umask-022", "umask-002"])
+def test_outputs_get_the_permissions_of_the_umask(base_run, example_data, tmp_path, umask):
+    if umask == 0o022:
+        workspace = base_run[0]  # made under umask 022
+    else:
+        workspace = tmp_path / "ws"
+        with _umask(umask):
+            _run(workspace, example_data)
+    modes = _modes(workspace)
+    suffixes = {Path(p).suffix for p in modes}
+    assert {".parquet", ".tiff", ".json"} <= suffixes, suffixes
+    assert any(p.startswith("results/provenance/") for p in modes)
+    expected = 0o666 & ~umask
+    wrong = {p: oct(m) for p, m in modes.items() if m != expected}
+    assert not wrong, f"expected {oct(expected)}: {wrong}"
