@@ -216,11 +216,12 @@ def test_archive_to_an_absent_directory_remote_fails_and_creates_nothing(base_ru
     assert code == 0, out
     before = _fingerprints(workspace, "results")
 
-    for command in ("archive", "push"):
-        code, out = _cellstrata(workspace, command)
+    profiles = f"results/profiles/{version}/{PLATE}"
+    for command in (["archive"], ["push"], ["pull", profiles]):
+        code, out = _cellstrata(workspace, *command)
         assert code == 1, out
         assert "does not exist" in out and "--create-remotes" in out, out
-    # Both name the remote, its config key and the directory; neither created anything.
+    # They name the remote, its config key and the directory; none created anything.
     code, out = _cellstrata(workspace, "archive")
     assert f"storage.remotes.archive.url: {archive_remote}" in out, out
     assert not archive_remote.exists() and not (workspace / "remotes").exists()
