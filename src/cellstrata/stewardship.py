@@ -235,7 +235,7 @@ def check_directory_remotes(
         if not create:
             raise StewardshipError(
                 f"remote {role} ({key}) does not exist (a network share not mounted?); nothing "
-                "was pushed or removed. Mount it, or create the remote directory on purpose "
+                "was sent, fetched or removed. Mount it, or create the remote directory on purpose "
                 "with `cellstrata dvc setup --create-remotes`"
             )
         path.mkdir(parents=True)
