@@ -29,7 +29,7 @@ from cellstrata.config import (
     version_plates,
 )
 from cellstrata.ingest import IngestError, image_signature, plate_inventory
-from cellstrata.profiles import EXPERIMENT_STEPS
+from cellstrata.profiles import EXPERIMENT_STEPS, check_platemaps
 from cellstrata.provenance import recorded_batches
 from cellstrata.quality import QUALITY_TABLES
 from cellstrata.segment import cellpose_model_files
@@ -144,6 +144,9 @@ for name, plate in CELLPROFILER_PLATES.items():
 # writing, and would take their unfinished outputs for unrecorded kept files.
 if not (workflow.remote_exec or workflow.subprocess_exec):
     check_retention(config)
+    # A bad platemap or control value found by the profiles job is found too late: Snakemake
+    # has removed the outputs the job would replace. Read them now, as that job will.
+    check_platemaps(config)
 
 
 wildcard_constraints:

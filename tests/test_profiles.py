@@ -176,7 +176,7 @@ def test_platemap_of_several_plates_and_treatment_columns(tmp_path):
     assert "Metadata_plate" not in table.table
     with pytest.raises(PlatemapError, match=r"plate P3: no row has plate == 'P3'"):
         read_platemap(path, plate_column="plate", plate="P3")
-    with pytest.raises(PlatemapError, match=r"column\(s\) \['dose'\] not found"):
+    with pytest.raises(PlatemapError, match=r"lacks platemap.treatment_columns 'dose'"):
         read_platemap(path, treatment_columns=["compound", "Metadata_dose"])
 
 
@@ -199,7 +199,7 @@ def test_controls_by_wells(platemap_file):
 
 
 def test_missing_platemap_column(platemap_file):
-    with pytest.raises(PlatemapError, match=r"column\(s\) \['Well'\] not found"):
+    with pytest.raises(PlatemapError, match=r"header \(line 1\) lacks platemap.well_column 'Well'"):
         read_platemap(platemap_file, well_column="Well")
 
 

@@ -131,7 +131,7 @@ def lab(tmp_path_factory, s3):
     _git(lab, "add", ".")
     _git(lab, "commit", "-qm", "lab clone")
     _run([sys.executable, "-m", "snakemake", "--cores", "2"], lab)
-    assert _cellstrata(lab, "dvc", "setup") == 0
+    assert _cellstrata(lab, "dvc", "setup", "--create-remotes") == 0
     return lab
 
 

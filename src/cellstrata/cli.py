@@ -66,10 +66,15 @@ def _storage_plan(args: argparse.Namespace) -> int:
 
 
 def _dvc_setup(args: argparse.Namespace) -> int:
-    from cellstrata.stewardship import setup_dvc
+    from cellstrata.stewardship import StewardshipError, check_directory_remotes, setup_dvc
 
-    path = setup_dvc(_config(args), args.config, args.workspace)
+    config = _config(args)
+    path = setup_dvc(config, args.config, args.workspace, create_remotes=args.create_remotes)
     print(f"wrote {path}; remotes configured in .dvc/config (credentials: .dvc/config.local)")
+    try:
+        check_directory_remotes(config, args.workspace)
+    except StewardshipError as err:  # set up all the same: the share may be mounted later
+        print(f"note: {err}")
     return 0
 
 
@@ -77,17 +82,20 @@ def _push(args: argparse.Namespace) -> int:
     from cellstrata.stewardship import push
 
     report = push(_config(args), args.workspace)
-    print(f"pushed and verified {len(report['verified'])} object(s)")
+    where = f" to remote {', '.join(report['remotes'])}" if report["remotes"] else ""
+    print(f"pushed and verified {len(report['verified'])} object(s){where}")
     return 0
 
 
 def _archive(args: argparse.Namespace) -> int:
-    from cellstrata.stewardship import archive
+    from cellstrata.stewardship import archive, remote_location
 
-    outs = archive(_config(args), args.workspace, dry_run=args.dry_run)
+    config = _config(args)
+    outs = archive(config, args.workspace, dry_run=args.dry_run)
     verb = "would archive" if args.dry_run else "archived (verified, removed locally)"
     for out in outs:
-        print(f"{verb}: {out.path} -> remote {out.remote}")
+        where = remote_location(config, out.remote, args.workspace)
+        print(f"{verb}: {out.path} -> remote {out.remote} at {where}")
     if not outs:
         print("nothing to archive")
     return 0
@@ -216,6 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup = dvc_commands.add_parser("setup", help="dvc init, remotes from the config, dvc.yaml")
     setup.add_argument("--config", default="config/config.yaml")
     setup.add_argument("--workspace", default=".")
+    setup.add_argument(
+        "--create-remotes",
+        action="store_true",
+        help="create directory remotes that do not exist (push, archive and pull never do)",
+    )
     setup.set_defaults(func=_dvc_setup)
 
     profile = commands.add_parser("profile", help="Snakemake profiles of this workflow")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -181,15 +182,46 @@ def check_config(config: dict[str, Any]) -> None:
     from cellstrata.features import feature_columns
 
     try:
-        feature_columns(
+        measured = feature_columns(
             names, groups=config["features"]["groups"], options=config["features"]["options"]
         )
     except (TypeError, ValueError) as err:
         raise ConfigError(f"features: {err}") from err
+    if image_plates:
+        _check_readout(config, measured)
     # Embeddings: crops on, a local model file, crop channels (cellstrata.embed).
     from cellstrata.embed import check_embedding_config
 
     check_embedding_config(config)
+
+
+def _check_readout(config: dict[str, Any], measured: list[str]) -> None:
+    """``quality.readout`` must name columns the profiles of image plates will have.
+
+    Rule quality reads the readout from the annotated profiles: the measured features
+    (``measured``), the embedding's columns, ``Metadata_`` columns (the cell count, the
+    platemap's). A misspelt name would fail that job only after Snakemake removed the previous
+    quality tables. CellProfiler plates name their own features, unknown here: they are not
+    checked.
+    """
+    readout = config["quality"]["readout"]
+    if readout["feature"] is None:
+        return
+    embedding = config["features"].get("embedding") or {}
+    prefixes = ["Metadata_"]
+    if embedding_enabled(config):
+        prefixes.append(embedding.get("prefix", "Cells_Embedding_"))
+    known = set(measured)
+    for key in ("feature", "divide_by"):
+        name = readout[key]
+        if name is None or name in known or name.startswith(tuple(prefixes)):
+            continue
+        near = difflib.get_close_matches(name, measured, n=3, cutoff=0.8)
+        raise ConfigError(
+            f"quality.readout.{key} {name!r} is not a feature this config measures "
+            f"(features.groups of channels {channel_names(config)})"
+            + (f"; did you mean {' or '.join(near)}?" if near else "")
+        )
 
 
 def _check_cellprofiler(block: dict[str, Any]) -> None:

@@ -34,6 +34,21 @@ class ImageReadError(RuntimeError):
     """An image file could not be read; the message names the file."""
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (``/proc``)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    # Elsewhere: set and restore at once (not thread-safe, hence the /proc route first).
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling path that is renamed onto ``path`` on success.
@@ -47,7 +62,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
+    try:
+        # mkstemp makes the file 0600 whatever the umask, and writers that truncate it keep
+        # that mode: give it what the umask gives any new file, so colleagues can read it.
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     started = tmp_path.stat().st_mtime_ns
     try:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -98,13 +101,26 @@ def read_platemap(
     path = Path(path)
     where = f"platemap {path}" + (f", plate {plate}" if plate is not None else "")
     sep = "\t" if path.suffix.lower() in {".tsv", ".txt"} else ","
-    table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    needed = [well_column] if well_column else [row_column, column_column]
-    needed += [plate_column] if plate_column else []
-    needed += [c.removeprefix("Metadata_") for c in treatment_columns or ()]
-    missing = [c for c in needed if c not in table.columns]
+    text = _platemap_text(path, where)
+    try:
+        table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise PlatemapError(f"{where}: cannot be read as a table: {err}") from err
+    lines = _record_lines(text, sep, len(table))
+    # Each needed column with the config key that names it (platemap.<parameter>).
+    needed = (
+        [("well_column", well_column)]
+        if well_column
+        else [("row_column", row_column), ("column_column", column_column)]
+    )
+    needed += [("plate_column", plate_column)] if plate_column else []
+    needed += [("treatment_columns", c.removeprefix("Metadata_")) for c in treatment_columns or ()]
+    missing = [f"platemap.{key} {c!r}" for key, c in needed if c not in table.columns]
     if missing:
-        raise PlatemapError(f"{where}: column(s) {missing} not found in {list(table)}")
+        raise PlatemapError(
+            f"{where}: the header (line 1) lacks {', '.join(missing)}; its columns are "
+            f"{list(table)}{_separator_hint(table, sep)}"
+        )
     if plate_column:
         table = table[table[plate_column] == str(plate)].drop(columns=plate_column)
         if table.empty:
@@ -114,19 +130,25 @@ def read_platemap(
         if well_column
         else table[row_column].str.strip() + "/" + table[column_column].str.strip()
     )
+    key = (
+        f"platemap.well_column {well_column!r}"
+        if well_column
+        else f"platemap.row_column/column_column {row_column!r}/{column_column!r}"
+    )
     issues = []
     wells = []
-    for text in spelled:
+    for index, text in spelled.items():
         try:
             if well_column:
                 wells.append(normalize_well(text))
             else:
                 wells.append(normalize_well(row=text.split("/")[0], column=text.split("/")[1]))
         except IngestError as err:
+            detail = _unreadable_row(table.loc[index], lines(index), key, err)
             if on_mismatch != "report":
-                raise PlatemapError(f"{where}: {err}") from err
+                raise PlatemapError(f"{where}: {detail}") from err
             wells.append(None)
-            issues.append((plate, text, "unreadable_well", "row left out", str(err)))
+            issues.append((plate, text, "unreadable_well", "row left out", detail))
     table = table.rename(columns=metadata_name)
     table.insert(0, "Metadata_Well", wells)
     table = table[table["Metadata_Well"].notna()]
@@ -139,6 +161,68 @@ def read_platemap(
         _restore_numbers(table.reset_index(drop=True)),
         pd.DataFrame(issues, columns=PLATEMAP_REPORT),
     )
+
+
+#: Separators a platemap is saved with by mistake (a locale's "CSV" in Excel is often ";").
+_SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def _platemap_text(path: Path, where: str) -> str:
+    """The platemap's text: UTF-8 (a byte-order mark allowed); anything else is an error
+    saying how to save the file."""
+    data = path.read_bytes()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in data[:4096]:
+        raise PlatemapError(
+            f"{where}: the file is UTF-16 encoded (Excel's 'Unicode Text'); save it as UTF-8 "
+            "(Excel: 'CSV UTF-8 (Comma delimited)')"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise PlatemapError(
+            f"{where}: line {line} is not UTF-8 text (byte {data[err.start]:#04x}); save the "
+            "file as UTF-8"
+        ) from err
+
+
+def _record_lines(text: str, sep: str, rows: int) -> Callable[[int], str]:
+    """Where data row ``i`` of the table read from ``text`` is in the file, as ``line N``
+    (the header is line 1; blank lines, which the table skips, are counted)."""
+    starts = []
+    reader = csv.reader(io.StringIO(text), delimiter=sep)
+    end = 0
+    for record in reader:
+        if record:
+            starts.append(end + 1)
+        end = reader.line_num
+    if len(starts) != rows + 1:  # the reader and pandas disagree (odd quoting): row numbers
+        return lambda i: f"data row {i + 1}"
+    return lambda i: f"line {starts[i + 1]}"
+
+
+def _separator_hint(table: pd.DataFrame, sep: str) -> str:
+    """When the header reads as one column holding another separator: say which."""
+    if len(table.columns) != 1:
+        return ""
+    found = [s for s in _SEPARATORS if s != sep and s in str(table.columns[0])]
+    if not found:
+        return ""
+    return (
+        f"; the file reads as one column: its separator looks like {found[0]!r} "
+        f"({_SEPARATORS[found[0]]}), but a {'.csv' if sep == ',' else '.tsv/.txt'} platemap is "
+        f"read {_SEPARATORS[sep]}-separated: save it {_SEPARATORS[sep]}-separated"
+    )
+
+
+def _unreadable_row(row: pd.Series, line: str, key: str, err: IngestError) -> str:
+    """What is wrong with a platemap row (at ``line``) whose well (``key``) cannot be read."""
+    values = [str(v).strip() for v in row]
+    if not any(values):
+        return f"{line} is empty (only separators), so it has no {key}; delete it"
+    if values == [str(c).strip() for c in row.index]:
+        return f"{line} repeats the header row (files pasted together?); delete it"
+    return f"{err} ({key}, {line})"
 
 
 def _well_style(text: str) -> str:
@@ -231,6 +315,51 @@ def mark_controls(
             continue
         types[chosen] = kind
     return platemap.assign(**{CONTROL_COLUMN: types})
+
+
+def check_platemaps(config: Mapping[str, Any]) -> None:
+    """Read every plate's platemap and mark its controls as rule profiles will, before any job.
+
+    A bad platemap found by the profiles job is found late: Snakemake has already removed the
+    outputs the job would replace. The same functions read it here (:func:`read_platemap`,
+    :func:`mark_controls`), so what passes here passes there. A platemap that does not exist
+    is left to Snakemake, which names a missing input itself.
+
+    Raises
+    ------
+    PlatemapError
+        Naming the plate, its config key, the file and line and what is wrong; or, when the
+        profiles are normalized to negative controls, a plate without any.
+    """
+    controls = config["controls"]
+    for index, plate in enumerate(config["plates"]):
+        path = Path(plate["platemap"])
+        if not path.is_file():
+            continue
+        where = f"plates[{index}].platemap of plate {plate['name']}"
+        try:
+            table = read_platemap(path, plate=plate["name"], **config["platemap"]).table
+            annotation = mark_controls(table, **controls)
+        except PlatemapError as err:
+            raise PlatemapError(f"{where}: {err}") from err
+        if config["profiles"]["normalize_samples"] != "negative_controls":
+            continue
+        if (annotation[CONTROL_COLUMN] == "negative").any():
+            continue
+        if controls["negative_wells"]:
+            why = f"controls.negative_wells {list(controls['negative_wells'])} are not in it"
+        elif controls["column"] is None:
+            why = "controls.column is null and controls.negative_wells is empty"
+        else:
+            found = sorted(set(table[metadata_name(controls["column"])].astype(str)))
+            why = (
+                f"controls.negative {list(controls['negative'])} matches no value of its "
+                f"column {controls['column']!r} (controls.column), whose values are {found}"
+            )
+        raise PlatemapError(
+            f"{where}: platemap {path}: no negative-control well to normalize to "
+            f"(profiles.normalize_samples is negative_controls): {why}"
+        )
 
 
 #: Bytes of one float64 block of single-cell values (all cells of a file, some feature

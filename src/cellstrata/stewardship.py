@@ -262,10 +262,80 @@ def _dvc(workspace: Path, *args: str) -> str:
     return result.stdout
 
 
+def _directory_remote(url: str, workspace: Path) -> Path | None:
+    """The directory of a local-path remote (relative to the workspace, as DVC resolves it),
+    or None for a URL remote (``s3://``, ``ssh://``, ...)."""
+    if url.startswith("file://"):
+        url = url.removeprefix("file://")
+    elif "://" in url:
+        return None
+    path = Path(url).expanduser()
+    return Path(os.path.abspath(path if path.is_absolute() else workspace / path))
+
+
+def remote_location(
+    config: Mapping[str, Any], role: str, workspace: str | os.PathLike = "."
+) -> str:
+    """Where a remote's copies physically are: a directory remote's absolute path, else its
+    URL."""
+    url = config["storage"]["remotes"][role]["url"]
+    path = _directory_remote(url, Path(workspace))
+    return url if path is None else str(path)
+
+
+def check_directory_remotes(
+    config: Mapping[str, Any],
+    workspace: str | os.PathLike = ".",
+    *,
+    roles: Iterable[str] | None = None,
+    create: bool = False,
+) -> list[Path]:
+    """Refuse a directory remote that does not exist, or (``create``) create it; return the
+    directories created.
+
+    ``dvc push`` creates a missing remote directory: a remote on a network share that is not
+    mounted (``/mnt/labnas/archive``) would silently land on the local disk, be "verified"
+    there, and an archive would then remove the only other copy. Remotes are only ever made
+    on purpose (``cellstrata dvc setup --create-remotes``).
+
+    Raises
+    ------
+    StewardshipError
+        Naming the remote, its config key and the directory, and what to do.
+    """
+    workspace = Path(workspace)
+    wanted = None if roles is None else set(roles)
+    created = []
+    for role, remote in config["storage"]["remotes"].items():
+        path = _directory_remote(remote["url"], workspace)
+        if path is None or path.is_dir() or (wanted is not None and role not in wanted):
+            continue
+        key = f"storage.remotes.{role}.url: {path}"
+        if path.exists():
+            raise StewardshipError(f"remote {role} ({key}) is not a directory")
+        if not create:
+            raise StewardshipError(
+                f"remote {role} ({key}) does not exist (a network share not mounted?); nothing "
+                "was sent, fetched or removed. Mount it, or create the remote directory on purpose "
+                "with `cellstrata dvc setup --create-remotes`"
+            )
+        path.mkdir(parents=True)
+        log.info("created remote %s: %s", role, path)
+        created.append(path)
+    return created
+
+
 def setup_dvc(
-    config: Mapping[str, Any], config_name: str, workspace: str | os.PathLike = "."
+    config: Mapping[str, Any],
+    config_name: str,
+    workspace: str | os.PathLike = ".",
+    *,
+    create_remotes: bool = False,
 ) -> Path:
     """Initialise DVC if needed, configure the remotes and write ``dvc.yaml``.
+
+    With ``create_remotes``, directory remotes that do not exist are created (see
+    :func:`check_directory_remotes`: push, archive and pull never create them).
 
     Remote URLs (and S3 endpoints) go to ``.dvc/config``, which is committed so collaborators
     find the data; credentials never do: put them in ``.dvc/config.local`` or the environment.
@@ -292,6 +362,8 @@ def setup_dvc(
             _dvc(workspace, "remote", "modify", role, "endpointurl", remote["endpointurl"])
         # DVC's default (false) checks out whatever bytes a remote serves.
         _dvc(workspace, "remote", "modify", role, "verify", "true")
+    if create_remotes:
+        check_directory_remotes(config, workspace, create=True)
     return _write_dvc_yaml(config, config_name, workspace)
 
 
@@ -433,14 +505,18 @@ def push(
     workspace = Path(workspace)
     wanted = set(retentions)
     outs = [o for o in tracked_outputs(config, workspace) if o.retention in wanted]
-    stages = [o.stage for o in outs if _present(workspace, o)]
+    present = [o for o in outs if _present(workspace, o)]
+    stages = [o.stage for o in present]
     if not stages:
-        return {"verified": [], "missing": [], "corrupt": []}
+        return {"verified": [], "missing": [], "corrupt": [], "remotes": []}
+    roles = sorted({o.remote for o in present})
+    check_directory_remotes(config, workspace, roles=roles)
     _dvc(workspace, "commit", "--force", "--quiet", *stages)
     _dvc(workspace, "push", *stages)
     report = verify_remote(workspace, stages)
     if report["missing"] or report["corrupt"]:
         raise _unverified("push could not be verified", workspace, report)
+    report["remotes"] = [f"{r} at {remote_location(config, r, workspace)}" for r in roles]
     return report
 
 
@@ -477,6 +553,7 @@ def archive(
             log.info("would archive %s to remote %s", out.path, out.remote)
         return outs
     stages = [o.stage for o in outs]
+    check_directory_remotes(config, workspace, roles={o.remote for o in outs})
     _dvc(workspace, "commit", "--force", "--quiet", *stages)
     try:
         _dvc(workspace, "push", *stages)
@@ -530,6 +607,15 @@ def pull(
         if o.level in {"manifest", "provenance", "platemap"} and o.path in recorded
     ]
     targets = list(dict.fromkeys([*always, *paths]))
+    # The remotes the targets come from (all of them when a target is no tracked output).
+    wanted = [t.rstrip("/") for t in targets]
+    sources = {
+        o.remote
+        for o in tracked_outputs(config, workspace)
+        for t in wanted
+        if o.path == t or t.startswith(f"{o.path}/") or o.path.startswith(f"{t}/")
+    }
+    check_directory_remotes(config, workspace, roles=sources or None)
     _dvc(workspace, "pull", *targets)
     restore_mtimes(workspace, targets)
     return targets
@@ -798,6 +884,7 @@ def retire(
     if present:
         stages = [o.stage for o in present]
         try:
+            check_directory_remotes(config, workspace, roles={o.remote for o in present})
             _dvc(workspace, "commit", "--force", "--quiet", *stages)
             _dvc(workspace, "push", *stages)
         except StewardshipError as err:

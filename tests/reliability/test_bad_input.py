@@ -365,24 +365,34 @@ def test_platemap_benign_mismatches_are_reported_in_error_mode(screened_run):
 
 @pytest.mark.case("8", "platemap mismatch either way, duplicates: error or report")
 @pytest.mark.parametrize(
-    ("edit", "message"),
+    ("edit", "message", "at_start"),
     [
         (
             lambda table: table[table["well"] != "A02"],
             "plate SCR: imaged well(s) missing from the platemap: ['A02']",
+            False,
         ),
         (
             lambda table: pd.concat([table, table[table["well"] == "A03"].assign(dose="7")]),
             "well A03 listed more than once: 2 rows differ in ['Metadata_dose']",
+            True,
         ),
     ],
     ids=["imaged-well-missing", "conflicting-duplicate"],
 )
 def test_platemap_mismatch_stops_the_plate_in_error_mode(
-    screened_run, tmp_path, edit: Callable, message
+    screened_run, tmp_path, edit: Callable, message, at_start
 ):
     workdir, config = _copy_run(screened_run, tmp_path / "run")
     _write_platemap(workdir, edit(_platemap_of(workdir)), keep_mtime=True)
+    if at_start:
+        # What the platemap alone shows is refused when the workflow starts, before any job
+        # (case 14.3): nothing is run, the profiles are kept.
+        kept = sorted((workdir / "results/profiles").rglob("*.parquet"))
+        with pytest.raises(Exception, match=re.escape(message)):
+            run_snakemake(workdir, config, targets=_profile_targets(config, ["SCR"]))
+        assert kept and all(p.is_file() for p in kept)
+        return
     log = _rerun_profiles(workdir, config, expect_failure=True)
     assert message in log
     assert not any(p.is_file() for p in (workdir / "results/profiles").rglob("*"))

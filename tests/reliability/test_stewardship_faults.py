@@ -263,7 +263,7 @@ def test_archive_removes_nothing_the_remote_does_not_verifiably_hold(base_run, t
     _write_config(workspace, config)
     version = main_version(config)
     levels = (f"results/illumination/{PLATE}", f"results/features/{version}/{PLATE}")
-    code, out = _cellstrata(workspace, "dvc", "setup")
+    code, out = _cellstrata(workspace, "dvc", "setup", "--create-remotes")
     assert code == 0, out
     # An earlier push put every object on the archive remote; since then one object was
     # corrupted there and another lost.
@@ -345,7 +345,7 @@ def test_s3_faults_fail_loudly_keep_local_data_and_recover(base_run, s3, tmp_pat
     )
     version = main_version(config)
     profiles = f"results/profiles/{version}/{PLATE}"
-    code, out = _cellstrata(workspace, "dvc", "setup")
+    code, out = _cellstrata(workspace, "dvc", "setup", "--create-remotes")
     assert code == 0, out
     dvc_config = (workspace / ".dvc/config").read_text()
     # Pulls check every object's MD5 (DVC does not by default), and no credential is written.
