@@ -398,6 +398,14 @@ def _tiff_header(path: str) -> tuple[int, int, str, int]:
     size = os.path.getsize(path)
     with tifffile.TiffFile(path) as tif:
         page = tif.pages.first
+        # A z-stack or time series (several pages) would be read as its first plane, or fail
+        # later in illumination naming the file only: refused here, with its site.
+        pages = len(tif.pages)
+        if pages > 1:
+            raise IngestError(
+                f"{pages} pages (a z-stack or time series?): expected one 2-D plane per file; "
+                "project the stack (e.g. maximum intensity) or write one file per plane"
+            )
         if len(page.shape) != 2:
             raise IngestError(f"expected one 2-D plane, found shape {page.shape}")
         end = max(
