@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -171,6 +172,7 @@ def check_config(config: dict[str, Any]) -> None:
                     f"{level} to keep or archive instead"
                 )
     _check_cellprofiler(config.get("cellprofiler", {}))
+    _check_remote_plugins(config.get("storage", {}).get("remotes", {}))
     pm = config["platemap"]
     if pm["well_column"] is None and (pm["row_column"] is None or pm["column_column"] is None):
         raise ConfigError("platemap: set well_column, or both row_column and column_column")
@@ -186,6 +188,36 @@ def check_config(config: dict[str, Any]) -> None:
     from cellstrata.embed import check_embedding_config
 
     check_embedding_config(config)
+
+
+def _check_remote_plugins(remotes: dict[str, Any]) -> None:
+    """Refuse a remote URL whose DVC plugin (dvc-gs, dvc-azure, ...) is not installed: DVC
+    would fail only at push or archive, with an ImportError traceback."""
+    for role, remote in remotes.items():
+        url = str(remote.get("url") or "")
+        scheme = url.split("://", 1)[0].lower() if "://" in url else None
+        if scheme in (None, "file", "local"):
+            continue
+        # Imported only for URLs with a scheme: DVC's file-system table, not DVC itself.
+        try:
+            from dvc_objects.fs import known_implementations
+        except ImportError:  # an environment without DVC (a job's conda env) pushes nothing
+            return
+
+        entry = known_implementations.get(scheme)
+        where = f"storage.remotes.{role}.url {url!r}"
+        if entry is None:
+            raise ConfigError(
+                f"{where}: DVC has no remote kind {scheme}:// (it knows "
+                f"{sorted(k for k in known_implementations if k not in ('local', 'memory'))})"
+            )
+        module = entry["class"].rsplit(".", 1)[0]
+        if module.startswith("dvc_") and importlib.util.find_spec(module) is None:
+            package = module.replace("_", "-")
+            raise ConfigError(
+                f"{where}: {scheme}:// remotes need DVC's {package} plugin, which is not "
+                f"installed; run `pip install {package}` in the workflow's environment"
+            )
 
 
 def _check_cellprofiler(block: dict[str, Any]) -> None:
