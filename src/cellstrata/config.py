@@ -158,6 +158,17 @@ def check_config(config: dict[str, Any]) -> None:
     duplicated = sorted({name for name in plates if plates.count(name) > 1})
     if duplicated:
         raise ConfigError(f"plates: plate names used twice: {duplicated}")
+    # Plate names are directory names (results/<level>/<plate>): on a case-insensitive file
+    # system (macOS, Windows, many SMB shares) BBBC013 and bbbc013 are one directory.
+    folded: dict[str, list[str]] = {}
+    for name in plates:
+        folded.setdefault(name.casefold(), []).append(name)
+    clashes = [names for names in folded.values() if len(names) > 1]
+    if clashes:
+        raise ConfigError(
+            f"plates: plate names {' and '.join(clashes[0])} differ only in case; they would "
+            "share directories on case-insensitive file systems: rename one"
+        )
     retention = config["retention"]
     for plate, overrides in retention["plates"].items():
         if plate not in plates:

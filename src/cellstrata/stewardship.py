@@ -689,7 +689,8 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
 
     States: ``present`` (in the workspace), ``archived`` (on the archive remote, not local),
     ``on remote`` (kept level not local but on its remote), ``deleted`` (retention delete,
-    tombstones say what existed), ``missing`` (nowhere known).
+    tombstones say what existed), ``not built`` (a level the config turns off, such as crops),
+    ``missing`` (nowhere known).
     """
     from cellstrata.storage import disk_usage
 
@@ -721,6 +722,8 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
                     state = "archived" if action == "archive" else "on remote"
                 elif made and action == "delete":
                     state = "deleted"
+                elif level == "crops" and not config["crops"]["enabled"]:
+                    state = "not built"  # as the run summary says: off, not lost
                 else:
                     state = "missing"
                 rows.append(
