@@ -174,6 +174,14 @@ DVC_HINTS = (
         "DVC is not initialised in {workspace}: run `cellstrata dvc setup --config <config>` "
         "there first (it runs dvc init, adds the remotes and writes dvc.yaml)",
     ),
+    *(
+        (
+            words,
+            "the remote cannot be reached: check its URL in storage.remotes (host, port, "
+            "endpointurl), the network and the credentials, then run the command again",
+        )
+        for words in ("Connect call failed", "Connection refused", "timed out")
+    ),
     (
         "remote",
         "check storage.remotes in the config and run `cellstrata dvc setup --config <config>` "

@@ -30,7 +30,13 @@ from cellstrata.config import ConfigError, check_config, load_config
 from cellstrata.example import generate_example
 from cellstrata.ingest import IngestError, write_manifest
 
-from .test_stewardship_faults import _cellstrata, _state, _workspace, _write_config
+from .test_stewardship_faults import (
+    _cellstrata,
+    _remote_dirs,
+    _state,
+    _workspace,
+    _write_config,
+)
 
 SIZE = 64
 PLATE = "OM1"
@@ -83,12 +89,6 @@ def _cli(*args: str, cwd: Path, monkeypatch) -> tuple[int, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         code = cellstrata_main(list(args))
     return code, out.getvalue()
-
-
-def _remote_dirs(workspace: Path) -> None:
-    """The config's default directory remotes, made as a lab makes them before `dvc setup`."""
-    for role in ("default", "archive"):
-        (workspace / "resources/remotes" / role).mkdir(parents=True, exist_ok=True)
 
 
 # --- case 4: skipped files counted with the reason; never-imaged platemap wells -------------
@@ -217,14 +217,15 @@ def test_archive_dry_run_checks_what_the_real_run_needs(base_run, tmp_path):
     # A dvc.yaml without the stage the archive commits: named too.
     dvc_config.write_text(text)
     dvc_yaml = workspace / "dvc.yaml"
-    stages = yaml.safe_load(dvc_yaml.read_text())
+    written = dvc_yaml.read_text()
+    stages = yaml.safe_load(written)
     stage = next(name for name in stages["stages"] if name.startswith("features"))
     del stages["stages"][stage]
     dvc_yaml.write_text(yaml.safe_dump(stages))
     code, out = _cellstrata(workspace, "archive", "--dry-run")
     assert code == 1 and stage in out and "cellstrata dvc setup" in out, out
     # Everything in place: the dry run lists what it would archive, and removes nothing.
-    assert _cellstrata(workspace, "dvc", "setup")[0] == 0
+    dvc_yaml.write_text(written)
     code, out = _cellstrata(workspace, "archive", "--dry-run")
     assert code == 0 and "would archive" in out, out
     assert features.exists()
@@ -269,6 +270,7 @@ def test_an_ssh_remote_is_usable_and_an_unreachable_one_fails_without_a_tracebac
     code, out = _cellstrata(workspace, "archive")
     assert code == 1, out
     assert "Traceback" not in out and "nothing removed locally" in out, out
+    assert "Connect call failed" in out and "the remote cannot be reached" in out, out
     assert _features(workspace, config).exists()
 
 
