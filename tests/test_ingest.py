@@ -10,10 +10,12 @@ from conftest import PATTERN, shared, write_plate
 
 from cellstrata.ingest import (
     IngestError,
+    SkippedFiles,
     assign_batches,
     build_manifest,
     normalize_well,
     scan_plate,
+    scan_plate_files,
     write_manifest,
 )
 
@@ -64,6 +66,34 @@ def test_unlisted_channels_and_other_plates_are_ignored(tmp_path):
     frame = scan_plate("P1", tmp_path, PATTERN, CHANNELS)
     assert set(frame["Metadata_Plate"]) == {"P1"}
     assert set(frame["channel_token"]) == {"1", "2"}
+
+
+def test_skipped_files_are_counted_by_reason_and_kept_in_the_manifest(tmp_path):
+    # Unlisted channel 9 (2 wells x 2 sites), one name the pattern misses, a note (no image
+    # extension) and another plate's images (their own plate's, not skipped).
+    write_plate(tmp_path / "img", plate="P1", channels=("1", "2", "9"))
+    write_plate(tmp_path / "img", plate="P2", channels=("1", "2"))
+    (tmp_path / "img/P1_A01_s1_w1_thumb.tif").write_bytes(b"")
+    (tmp_path / "img/notes.txt").write_text("")
+    frame, skipped = scan_plate_files("P1", tmp_path / "img", PATTERN, CHANNELS)
+    assert len(frame) == 2 * 2 * 2
+    assert (skipped.pattern, skipped.channel, skipped.channel_tokens) == (1, 4, ["9"])
+    assert skipped.pattern_examples == ["P1_A01_s1_w1_thumb.tif"]
+    assert skipped.channel_examples == ["P1_A01_s1_w9.tif", "P1_A01_s2_w9.tif", "P1_A02_s1_w9.tif"]
+    assert skipped.describe("P1") == (
+        "plate P1: 5 image file(s) skipped: 1 not matching images.pattern "
+        "(e.g. P1_A01_s1_w1_thumb.tif); 4 with a channel token not in channels: '9' "
+        "(e.g. P1_A01_s1_w9.tif, P1_A01_s2_w9.tif, P1_A02_s1_w9.tif)"
+    )
+    out = tmp_path / "manifest.parquet"
+    manifest = write_manifest("P1", tmp_path / "img", PATTERN, CHANNELS, out)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), manifest.reset_index(drop=True))
+    assert SkippedFiles.from_manifest(out) == skipped
+    # A name the pattern misses has no plate: every plate of a shared root reports it.
+    assert scan_plate_files("P2", tmp_path / "img", PATTERN, CHANNELS)[1].total == 1
+    # Nothing skipped: no line.
+    write_plate(tmp_path / "clean", plate="P3")
+    assert scan_plate_files("P3", tmp_path / "clean", PATTERN, CHANNELS)[1].describe("P3") is None
 
 
 def test_missing_channel_is_named(tmp_path):

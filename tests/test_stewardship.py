@@ -322,10 +322,9 @@ def test_storage_plan_before_any_run(small_example, tmp_path, capsys):
     assert plan.loc["raw", "bytes"] == raw and plan.loc["raw", "size_source"] == "disk"
     assert plan.loc["masks", "size_source"] == "estimate"
     assert plan.loc["masks", "bytes"] == int(raw * 0.05)
-    assert (
-        _cellstrata(tmp_path, "storage", "plan", "--config", str(config_path), "--plates", "384")
-        == 0
-    )
+    # No Snakefile or .dvc/ marks tmp_path as a workspace: named (cellstrata.cli.find_workspace).
+    plan_args = ["--config", str(config_path), "--workspace", str(tmp_path), "--plates", "384"]
+    assert _cellstrata(tmp_path, "storage", "plan", *plan_args) == 0
     assert "projected one-time" in capsys.readouterr().out
 
 

@@ -6,6 +6,42 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+#: What marks a workspace: the workflow's Snakefile (a lab's clone) or DVC's directory.
+WORKSPACE_MARKERS = ("Snakefile", ".dvc")
+DEFAULT_CONFIG = "config/config.yaml"
+WORKSPACE_HELP = f"the workspace's {DEFAULT_CONFIG}"
+WORKSPACE_ARG_HELP = (
+    "directory holding results/ (default: the nearest directory at or above the working "
+    "directory with a Snakefile or .dvc/)"
+)
+
+
+def find_workspace(start: Path) -> Path:
+    """The workspace holding ``start``: the nearest directory at or above it with a
+    ``Snakefile`` or ``.dvc`` (commands run from ``results/...`` must not report every level
+    missing)."""
+    start = start.resolve()
+    for directory in (start, *start.parents):
+        if any((directory / marker).exists() for marker in WORKSPACE_MARKERS):
+            return directory
+    raise ValueError(
+        f"no cellstrata workspace (a directory with a Snakefile or .dvc/) at or above {start}; "
+        "run the command in the workspace or name it with --workspace"
+    )
+
+
+def _locate(args: argparse.Namespace) -> None:
+    """Set ``args.workspace`` (given, or found from the working directory) and
+    ``args.config_path``: ``--config`` as given, else the workspace's config/config.yaml."""
+    given = args.workspace
+    args.workspace = Path(given) if given is not None else find_workspace(Path.cwd())
+    if getattr(args, "config", None) is None:
+        args.config = DEFAULT_CONFIG  # the name dvc.yaml records, relative to the workspace
+        args.config_path = args.workspace / DEFAULT_CONFIG
+    else:
+        args.config_path = Path(args.config)
 
 
 def _config(args: argparse.Namespace) -> dict:
@@ -14,7 +50,8 @@ def _config(args: argparse.Namespace) -> dict:
     from cellstrata.config import load_config
 
     try:
-        return load_config(args.config)
+        # validate takes its config as an argument; the other commands through _locate.
+        return load_config(getattr(args, "config_path", args.config))
     except WorkflowError as err:  # schema violations, as Snakemake reports them
         raise ValueError(str(err)) from err
 
@@ -161,12 +198,30 @@ def _segment_nuclei(args: argparse.Namespace) -> int:
     return 0
 
 
-def _provenance(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def workspace_path(path: str, workspace: Path, cwd: Path) -> str:
+    """``path`` as the workspace-relative POSIX path provenance records use.
 
+    Absolute paths, and relative ones typed inside the workspace, are read as the shell
+    would (relative to ``cwd``); from outside the workspace a relative path is taken as
+    relative to it. The file need not exist (an archived or deleted output has a record).
+    """
+    workspace, cwd = workspace.resolve(), cwd.resolve()
+    given = Path(path)
+    if not given.is_absolute():
+        inside = cwd == workspace or workspace in cwd.parents
+        given = (cwd if inside else workspace) / given
+    full = given.resolve()
+    try:
+        return full.relative_to(workspace).as_posix()
+    except ValueError:
+        raise ValueError(f"{path} is outside the workspace {workspace}") from None
+
+
+def _provenance(args: argparse.Namespace) -> int:
     from cellstrata.provenance import format_lineage, lineage, read_records
 
-    chain = lineage(args.path, read_records(Path(args.workspace, "results")))
+    target = workspace_path(args.path, args.workspace, Path.cwd())
+    chain = lineage(target, read_records(Path(args.workspace, "results")))
     print(json.dumps(chain, indent=1) if args.json else format_lineage(chain))
     return 0
 
@@ -189,8 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def command(name: str, func, help: str, *, config: bool = True) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
         if config:
-            sub.add_argument("--config", default="config/config.yaml", help="workflow config")
-            sub.add_argument("--workspace", default=".", help="directory holding results/")
+            sub.add_argument("--config", help=f"workflow config (default: {WORKSPACE_HELP})")
+            sub.add_argument("--workspace", help=WORKSPACE_ARG_HELP)
         sub.set_defaults(func=func)
         return sub
 
@@ -212,8 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     storage = commands.add_parser("storage", help="storage planning")
     storage_commands = storage.add_subparsers(dest="storage_command", required=True)
     plan = storage_commands.add_parser("plan", help="files, bytes, retention and cost per level")
-    plan.add_argument("--config", default="config/config.yaml")
-    plan.add_argument("--workspace", default=".")
+    plan.add_argument("--config", help=f"workflow config (default: {WORKSPACE_HELP})")
+    plan.add_argument("--workspace", help=WORKSPACE_ARG_HELP)
     plan.add_argument("--plates", type=int, help="project the cost to this many plates")
     plan.add_argument("--json", action="store_true")
     plan.add_argument("--csv", action="store_true")
@@ -222,8 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     dvc = commands.add_parser("dvc", help="DVC set-up")
     dvc_commands = dvc.add_subparsers(dest="dvc_command", required=True)
     setup = dvc_commands.add_parser("setup", help="dvc init, remotes from the config, dvc.yaml")
-    setup.add_argument("--config", default="config/config.yaml")
-    setup.add_argument("--workspace", default=".")
+    setup.add_argument("--config", help=f"workflow config (default: {WORKSPACE_HELP})")
+    setup.add_argument("--workspace", help=WORKSPACE_ARG_HELP)
     setup.add_argument(
         "--create-remotes",
         action="store_true",
@@ -296,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
+        if "workspace" in vars(args):
+            _locate(args)
         return args.func(args)
     except (ValueError, OSError, RuntimeError) as err:
         print(f"cellstrata {args.command}: {err}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -162,6 +163,17 @@ def check_config(config: dict[str, Any]) -> None:
     duplicated = sorted({name for name in plates if plates.count(name) > 1})
     if duplicated:
         raise ConfigError(f"plates: plate names used twice: {duplicated}")
+    # Plate names are directory names (results/<level>/<plate>): on a case-insensitive file
+    # system (macOS, Windows, many SMB shares) BBBC013 and bbbc013 are one directory.
+    folded: dict[str, list[str]] = {}
+    for name in plates:
+        folded.setdefault(name.casefold(), []).append(name)
+    clashes = [names for names in folded.values() if len(names) > 1]
+    if clashes:
+        raise ConfigError(
+            f"plates: plate names {' and '.join(clashes[0])} differ only in case; they would "
+            "share directories on case-insensitive file systems: rename one"
+        )
     retention = config["retention"]
     for plate, overrides in retention["plates"].items():
         if plate not in plates:
@@ -176,6 +188,7 @@ def check_config(config: dict[str, Any]) -> None:
                     f"{level} to keep or archive instead"
                 )
     _check_cellprofiler(config.get("cellprofiler", {}))
+    _check_remote_plugins(config.get("storage", {}).get("remotes", {}))
     pm = config["platemap"]
     if pm["well_column"] is None and (pm["row_column"] is None or pm["column_column"] is None):
         raise ConfigError("platemap: set well_column, or both row_column and column_column")
@@ -222,6 +235,36 @@ def _check_readout(config: dict[str, Any], measured: list[str]) -> None:
             f"(features.groups of channels {channel_names(config)})"
             + (f"; did you mean {' or '.join(near)}?" if near else "")
         )
+
+
+def _check_remote_plugins(remotes: dict[str, Any]) -> None:
+    """Refuse a remote URL whose DVC plugin (dvc-gs, dvc-azure, ...) is not installed: DVC
+    would fail only at push or archive, with an ImportError traceback."""
+    for role, remote in remotes.items():
+        url = str(remote.get("url") or "")
+        scheme = url.split("://", 1)[0].lower() if "://" in url else None
+        if scheme in (None, "file", "local"):
+            continue
+        # Imported only for URLs with a scheme: DVC's file-system table, not DVC itself.
+        try:
+            from dvc_objects.fs import known_implementations
+        except ImportError:  # an environment without DVC (a job's conda env) pushes nothing
+            return
+
+        entry = known_implementations.get(scheme)
+        where = f"storage.remotes.{role}.url {url!r}"
+        if entry is None:
+            raise ConfigError(
+                f"{where}: DVC has no remote kind {scheme}:// (it knows "
+                f"{sorted(k for k in known_implementations if k not in ('local', 'memory'))})"
+            )
+        module = entry["class"].rsplit(".", 1)[0]
+        if module.startswith("dvc_") and importlib.util.find_spec(module) is None:
+            package = module.replace("_", "-")
+            raise ConfigError(
+                f"{where}: {scheme}:// remotes need DVC's {package} plugin, which is not "
+                f"installed; run `pip install {package}` in the workflow's environment"
+            )
 
 
 def _check_cellprofiler(block: dict[str, Any]) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +38,77 @@ _WELL_RE = re.compile(r"^(?:([A-Za-z]{1,2})(\d{1,3})|[rR](\d{1,3})[cC](\d{1,3}))
 
 class IngestError(ValueError):
     """Raw images or their metadata are unusable; the message names plate/well/site/channel."""
+
+
+#: Key of the manifest's Parquet metadata holding its :class:`SkippedFiles` (as JSON): the
+#: summary reports them from there, with no table of its own to keep beside the manifest.
+SKIPPED_KEY = "cellstrata.skipped"
+#: Example file names kept per reason.
+SKIPPED_EXAMPLES = 3
+
+
+@dataclass
+class SkippedFiles:
+    """Image files under a plate's root that ingest did not use, by reason.
+
+    ``pattern``: files with an image extension that ``images.pattern`` does not match;
+    ``channel``: files it matches whose channel token is not in ``channels`` (a lab's pattern
+    that misses wells, or a channel left out of the map, would otherwise go unnoticed). Each
+    reason keeps a count and the first :data:`SKIPPED_EXAMPLES` names (relative to the root).
+    """
+
+    pattern: int = 0
+    pattern_examples: list[str] = field(default_factory=list)
+    channel: int = 0
+    channel_tokens: list[str] = field(default_factory=list)
+    channel_examples: list[str] = field(default_factory=list)
+
+    def add(self, name: str, *, token: str | None = None) -> None:
+        """Count ``name``: unmatched by the pattern, or (with ``token``) an unmapped channel."""
+        if token is None:
+            self.pattern += 1
+            examples = self.pattern_examples
+        else:
+            self.channel += 1
+            examples = self.channel_examples
+            if token not in self.channel_tokens:
+                self.channel_tokens.append(token)
+        if len(examples) < SKIPPED_EXAMPLES:
+            examples.append(name)
+
+    @property
+    def total(self) -> int:
+        return self.pattern + self.channel
+
+    def describe(self, plate: str) -> str | None:
+        """One line for the log and the run summary, or None when nothing was skipped."""
+        if not self.total:
+            return None
+        reasons = []
+        if self.pattern:
+            reasons.append(
+                f"{self.pattern} not matching images.pattern "
+                f"(e.g. {', '.join(self.pattern_examples)})"
+            )
+        if self.channel:
+            tokens = ", ".join(repr(token) for token in sorted(self.channel_tokens))
+            reasons.append(
+                f"{self.channel} with a channel token not in channels: {tokens} "
+                f"(e.g. {', '.join(self.channel_examples)})"
+            )
+        return f"plate {plate}: {self.total} image file(s) skipped: {'; '.join(reasons)}"
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def from_manifest(cls, path: str | os.PathLike) -> SkippedFiles | None:
+        """What ingest skipped for a manifest (None for a manifest written without it)."""
+        import pyarrow.parquet as pq
+
+        metadata = pq.read_schema(path).metadata or {}
+        text = metadata.get(SKIPPED_KEY.encode())
+        return None if text is None else cls(**json.loads(text))
 
 
 def normalize_well(
@@ -98,7 +171,8 @@ def scan_plate(
     """List a plate's images and parse plate/well/site/channel from their paths.
 
     Only names are read here (it runs when Snakemake builds its DAG); file contents are
-    checked by :func:`inspect_images`.
+    checked by :func:`inspect_images`. :func:`scan_plate_files` also says which image files
+    were skipped.
 
     Parameters
     ----------
@@ -119,6 +193,22 @@ def scan_plate(
         Columns ``Metadata_Plate, Metadata_Well, Metadata_Site, channel, channel_token, path``,
         sorted by well, site and channel order.
     """
+    return scan_plate_files(plate, root, pattern, channels, extensions=extensions)[0]
+
+
+def scan_plate_files(
+    plate: str,
+    root: str | os.PathLike,
+    pattern: str,
+    channels: Mapping[str, str],
+    *,
+    extensions: Sequence[str] = (".tif", ".tiff"),
+) -> tuple[pd.DataFrame, SkippedFiles]:
+    """:func:`scan_plate`, and the image files it skipped (:class:`SkippedFiles`).
+
+    Files of another plate (a ``plate`` group naming another plate in a shared root) and
+    files without an image extension are not counted as skipped.
+    """
     root = Path(root)
     if not root.is_dir():
         raise IngestError(f"plate {plate}: image root {root} is not a directory")
@@ -137,6 +227,7 @@ def scan_plate(
         "_order": [],
     }
     wells: dict[tuple[str | None, str | None, str | None], str] = {}
+    skipped = SkippedFiles()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         directory = Path(dirpath)
@@ -150,12 +241,14 @@ def scan_plate(
                 continue
             match = regex.fullmatch(relative + filename)
             if match is None:
+                skipped.add(relative + filename)
                 continue
             groups = match.groupdict()
             if groups.get("plate") not in (None, plate):
                 continue
             token = groups["channel"]
             if token not in channels:
+                skipped.add(relative + filename, token=token)
                 continue
             key = (groups.get("well"), groups.get("row"), groups.get("column"))
             well = wells.get(key)
@@ -182,10 +275,11 @@ def scan_plate(
         raise IngestError(
             f"plate {plate}: no file under {root} matches images.pattern {pattern!r} "
             f"with a channel in {sorted(channels)}"
+            + (f" ({skipped.describe(plate)})" if skipped.total else "")
         )
     frame = pd.DataFrame({"Metadata_Plate": plate, **columns})
     frame = frame.sort_values(["Metadata_Well", "Metadata_Site", "_order"], kind="stable")
-    return frame.drop(columns="_order").reset_index(drop=True)
+    return frame.drop(columns="_order").reset_index(drop=True), skipped
 
 
 def assign_batches(frame: pd.DataFrame, wells_per_job: int = 1) -> pd.DataFrame:
@@ -304,6 +398,14 @@ def _tiff_header(path: str) -> tuple[int, int, str, int]:
     size = os.path.getsize(path)
     with tifffile.TiffFile(path) as tif:
         page = tif.pages.first
+        # A z-stack or time series (several pages) would be read as its first plane, or fail
+        # later in illumination naming the file only: refused here, with its site.
+        pages = len(tif.pages)
+        if pages > 1:
+            raise IngestError(
+                f"{pages} pages (a z-stack or time series?): expected one 2-D plane per file; "
+                "project the stack (e.g. maximum intensity) or write one file per plane"
+            )
         if len(page.shape) != 2:
             raise IngestError(f"expected one 2-D plane, found shape {page.shape}")
         end = max(
@@ -335,14 +437,38 @@ def build_manifest(
     """Scan, check and describe every image of one plate.
 
     Parameters are those of :func:`scan_plate`, :func:`assign_batches` and
-    :func:`check_complete`.
+    :func:`check_complete`. Image files skipped (:class:`SkippedFiles`) are logged as a
+    warning.
 
     Returns
     -------
     pandas.DataFrame
         The manifest, columns :data:`MANIFEST_COLUMNS`, one row per image.
     """
-    frame = scan_plate(plate, root, pattern, channels, extensions=extensions)
+    return _manifest(
+        plate,
+        root,
+        pattern,
+        channels,
+        extensions=extensions,
+        wells_per_job=wells_per_job,
+        require_all_sites=require_all_sites,
+    )[0]
+
+
+def _manifest(
+    plate: str,
+    root: str | os.PathLike,
+    pattern: str,
+    channels: Mapping[str, str],
+    *,
+    extensions: Sequence[str],
+    wells_per_job: int,
+    require_all_sites: bool,
+) -> tuple[pd.DataFrame, SkippedFiles]:
+    frame, skipped = scan_plate_files(plate, root, pattern, channels, extensions=extensions)
+    if skipped.total:
+        log.warning("%s", skipped.describe(plate))
     check_complete(frame, list(channels.values()), require_all_sites=require_all_sites)
     frame = inspect_images(assign_batches(frame, wells_per_job))
     counts = frame.groupby("channel").size().to_dict()
@@ -353,7 +479,7 @@ def build_manifest(
         frame[["Metadata_Well", "Metadata_Site"]].drop_duplicates().shape[0],
         counts,
     )
-    return frame[MANIFEST_COLUMNS]
+    return frame[MANIFEST_COLUMNS], skipped
 
 
 def write_manifest(
@@ -367,8 +493,9 @@ def write_manifest(
     wells_per_job: int = 1,
     require_all_sites: bool = True,
 ) -> pd.DataFrame:
-    """Build the manifest of one plate (see :func:`build_manifest`) and write it as Parquet."""
-    manifest = build_manifest(
+    """Build the manifest of one plate (see :func:`build_manifest`) and write it as Parquet,
+    with the files it skipped in the file's metadata (:meth:`SkippedFiles.from_manifest`)."""
+    manifest, skipped = _manifest(
         plate,
         root,
         pattern,
@@ -377,7 +504,7 @@ def write_manifest(
         wells_per_job=wells_per_job,
         require_all_sites=require_all_sites,
     )
-    write_parquet(output, manifest)
+    write_parquet(output, manifest, metadata={SKIPPED_KEY: skipped.to_json()})
     return manifest
 
 

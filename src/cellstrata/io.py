@@ -133,10 +133,23 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray) -> None:
     write_tiff(path, labels.astype(dtype, copy=False))
 
 
-def write_parquet(path: str | os.PathLike, frame) -> None:
-    """Write a DataFrame to Parquet atomically (no index)."""
+def write_parquet(
+    path: str | os.PathLike, frame, *, metadata: dict[str, str] | None = None
+) -> None:
+    """Write a DataFrame to Parquet atomically (no index), with ``metadata`` (key -> text)
+    added to the file's key-value metadata."""
     with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+        if not metadata:
+            frame.to_parquet(tmp, index=False)
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        extra = {key.encode(): value.encode() for key, value in metadata.items()}
+        pq.write_table(
+            table.replace_schema_metadata({**(table.schema.metadata or {}), **extra}), tmp
+        )
 
 
 def write_csv(parquet: str | os.PathLike, path: str | os.PathLike) -> None:

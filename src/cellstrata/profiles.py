@@ -576,12 +576,25 @@ def _sum_nonfinite(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames).groupby("feature", as_index=False, sort=True).sum()
 
 
+def _treated_wells(platemap: pd.DataFrame, treatment_columns: Sequence[str]) -> set[str]:
+    """Wells of an annotated platemap with a value in a treatment column (any annotation
+    column when none are given; the control type :func:`mark_controls` adds does not count)."""
+    columns = [metadata_name(c) for c in treatment_columns] or [
+        c for c in platemap.columns if c not in ("Metadata_Well", CONTROL_COLUMN)
+    ]
+    values = platemap[columns].fillna("").astype(str).apply(lambda column: column.str.strip())
+    has = (values != "").any(axis=1)
+    return set(platemap.loc[has, "Metadata_Well"])
+
+
 def annotate_profiles(
     aggregated: pd.DataFrame,
     platemap: pd.DataFrame,
     *,
     on_mismatch: str = "error",
     empty_wells: Sequence[str] = (),
+    never_imaged: str = "report",
+    treatment_columns: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Join profiles with the platemap (pycytominer's annotate); no well may vanish.
 
@@ -589,7 +602,8 @@ def annotate_profiles(
     vanish silently. Here it is an error naming the plate and wells or, with
     ``on_mismatch="report"``, the well is kept with empty annotations and
     ``Metadata_control_type`` :data:`UNANNOTATED` (so it is never a control). Platemap wells
-    never imaged are reported either way.
+    never imaged are reported; with ``never_imaged="error"``, those with a treatment (a value
+    in ``treatment_columns``, or in any annotation column when none are given) are an error.
 
     ``empty_wells`` are wells that were imaged but gave no cells (empty fields, or every site
     excluded by QC): they have no profile and are reported as ``no_cells``, not mistaken for
@@ -615,6 +629,14 @@ def annotate_profiles(
     never = sorted(described - imaged - empty)
     if never:
         log.warning("plate %s: platemap wells never imaged: %s", plate, never)
+    treated = _treated_wells(platemap, treatment_columns)
+    missed = [well for well in never if well in treated]
+    if missed and never_imaged == "error":
+        raise PlatemapError(
+            f"plate {plate}: platemap well(s) with a treatment never imaged: {missed}; check "
+            "images.pattern and the image root, or set platemap.never_imaged: report to "
+            "profile the imaged wells only"
+        )
     issues = [(plate, w, "never_imaged", "none", "in the platemap, no cells") for w in never]
     if empty:
         log.warning(
@@ -773,7 +795,9 @@ def build_profiles(
         the reports ``"cell_qc"``, ``"nonfinite"``, ``"platemap"`` (:data:`PLATEMAP_REPORT`)
         and ``"normalization"`` (:data:`NORMALIZATION_REPORT`); see :data:`PROFILE_REPORTS`.
     """
-    platemap = read_platemap(platemap_path, plate=plate, **platemap_options)
+    # never_imaged is decided on annotation, not when reading the platemap.
+    read_options = {k: v for k, v in platemap_options.items() if k != "never_imaged"}
+    platemap = read_platemap(platemap_path, plate=plate, **read_options)
     on_mismatch = platemap_options.get("on_mismatch", "error")
     annotation = mark_controls(platemap.table, **controls)
     aggregation = aggregate_features(
@@ -798,7 +822,12 @@ def build_profiles(
         imaged = pd.read_parquet(manifest, columns=["Metadata_Well"])["Metadata_Well"]
         empty_wells = sorted(set(imaged) - set(aggregated["Metadata_Well"]))
     annotated, unmatched = annotate_profiles(
-        aggregated, annotation, on_mismatch=on_mismatch, empty_wells=empty_wells
+        aggregated,
+        annotation,
+        on_mismatch=on_mismatch,
+        empty_wells=empty_wells,
+        never_imaged=platemap_options.get("never_imaged", "report"),
+        treatment_columns=platemap_options.get("treatment_columns") or (),
     )
     normalized, normalization = normalize_profiles(
         annotated, method=normalize_method, samples=normalize_samples

@@ -248,8 +248,40 @@ def check_dvc_yaml(
         )
 
 
+#: DVC's words for a failure -> what to do about it (the first that appears applies).
+DVC_HINTS = (
+    (
+        "not inside of a DVC repository",
+        "DVC is not initialised in {workspace}: run `cellstrata dvc setup --config <config>` "
+        "there first (it runs dvc init, adds the remotes and writes dvc.yaml)",
+    ),
+    *(
+        (
+            words,
+            "the remote cannot be reached: check its URL in storage.remotes (host, port, "
+            "endpointurl), the network and the credentials, then run the command again",
+        )
+        for words in ("Connect call failed", "Connection refused", "timed out")
+    ),
+    (
+        "remote",
+        "check storage.remotes in the config and run `cellstrata dvc setup --config <config>` "
+        "to write them to .dvc/config; credentials go to .dvc/config.local",
+    ),
+    (
+        "dvc.yaml",
+        "regenerate dvc.yaml with `cellstrata dvc setup --config <config>`",
+    ),
+)
+DVC_HINT_DEFAULT = (
+    "nothing was removed locally; fix what DVC says above and run the command again "
+    "(`python -m dvc doctor` shows DVC's set-up)"
+)
+
+
 def _dvc(workspace: Path, *args: str) -> str:
-    # The dvc of this interpreter's environment, whether or not it is on PATH.
+    # The dvc of this interpreter's environment, whether or not it is on PATH. Never with
+    # --quiet: it also silences DVC's error message, which the error below must carry.
     result = subprocess.run(
         [sys.executable, "-m", "dvc", *args],
         cwd=workspace,
@@ -258,7 +290,13 @@ def _dvc(workspace: Path, *args: str) -> str:
         check=False,
     )
     if result.returncode != 0:
-        raise StewardshipError(f"dvc {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+        said = (
+            f"{result.stdout}{result.stderr}".strip() or f"(no message; exit {result.returncode})"
+        )
+        hint = next((h for key, h in DVC_HINTS if key.lower() in said.lower()), DVC_HINT_DEFAULT)
+        raise StewardshipError(
+            f"dvc {' '.join(args)} failed:\n{said}\nWhat to do: {hint.format(workspace=workspace)}"
+        )
     return result.stdout
 
 
@@ -323,6 +361,48 @@ def check_directory_remotes(
         log.info("created remote %s: %s", role, path)
         created.append(path)
     return created
+
+
+def check_dvc_ready(workspace: str | os.PathLike, outs: Sequence[TrackedOutput]) -> None:
+    """Check what committing and pushing ``outs`` needs: DVC initialised, their stages in
+    ``dvc.yaml`` and their remotes configured (a dry run says what the real run would).
+
+    Raises
+    ------
+    StewardshipError
+        DVC's message when it fails, or the stages or remotes missing, and what to do.
+    """
+    workspace = Path(workspace)
+    # Asking DVC itself: an uninitialised workspace fails with DVC's own message. DVC looks
+    # in parent directories too: the repository it finds must be the workspace.
+    root = _dvc(workspace, "root").strip()
+    if root != ".":
+        raise StewardshipError(
+            f"{workspace} is not the root of a DVC repository (DVC found {workspace / root}); "
+            "run `cellstrata dvc setup --config <config>` in the workspace"
+        )
+    # `dvc config --list`: one key=value a line (`dvc remote list` wraps long URLs).
+    listed = _dvc(workspace, "config", "--list")
+    configured = {
+        line.split("=", 1)[0].split(".")[1]
+        for line in listed.splitlines()
+        if line.startswith("remote.") and "=" in line
+    }
+    missing = sorted({out.remote for out in outs} - configured)
+    if missing:
+        raise StewardshipError(
+            f"remote {', '.join(map(repr, missing))} not configured in "
+            f"{workspace / '.dvc/config'} (configured: {sorted(configured)}); "
+            "run `cellstrata dvc setup --config <config>`"
+        )
+    path = workspace / "dvc.yaml"
+    stages = (yaml.safe_load(path.read_text()) or {}).get("stages", {}) if path.exists() else {}
+    absent = [out.stage for out in outs if out.stage not in stages]
+    if absent:
+        raise StewardshipError(
+            f"{path} has no stage(s) {absent}: it does not match the config; regenerate it "
+            "with `cellstrata dvc setup --config <config>`"
+        )
 
 
 def setup_dvc(
@@ -511,7 +591,8 @@ def push(
         return {"verified": [], "missing": [], "corrupt": [], "remotes": []}
     roles = sorted({o.remote for o in present})
     check_directory_remotes(config, workspace, roles=roles)
-    _dvc(workspace, "commit", "--force", "--quiet", *stages)
+    check_dvc_ready(workspace, present)
+    _dvc(workspace, "commit", "--force", *stages)
     _dvc(workspace, "push", *stages)
     report = verify_remote(workspace, stages)
     if report["missing"] or report["corrupt"]:
@@ -548,13 +629,17 @@ def archive(
         for o in tracked_outputs(config, workspace)
         if o.retention == "archive" and _present(workspace, o)
     ]
-    if dry_run or not outs:
+    if not outs:
+        return outs
+    # The dry run checks what the real run needs, so "would archive" means it would.
+    check_dvc_ready(workspace, outs)
+    if dry_run:
         for out in outs:
             log.info("would archive %s to remote %s", out.path, out.remote)
         return outs
     stages = [o.stage for o in outs]
     check_directory_remotes(config, workspace, roles={o.remote for o in outs})
-    _dvc(workspace, "commit", "--force", "--quiet", *stages)
+    _dvc(workspace, "commit", "--force", *stages)
     try:
         _dvc(workspace, "push", *stages)
     except StewardshipError as err:
@@ -775,7 +860,8 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
 
     States: ``present`` (in the workspace), ``archived`` (on the archive remote, not local),
     ``on remote`` (kept level not local but on its remote), ``deleted`` (retention delete,
-    tombstones say what existed), ``missing`` (nowhere known).
+    tombstones say what existed), ``not built`` (a level the config turns off, such as crops),
+    ``missing`` (nowhere known).
     """
     from cellstrata.storage import disk_usage
 
@@ -809,6 +895,8 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
                     state = "archived" if action == "archive" else "on remote"
                 elif made and action == "delete":
                     state = "deleted"
+                elif level == "crops" and not config["crops"]["enabled"]:
+                    state = "not built"  # as the run summary says: off, not lost
                 else:
                     state = "missing"
                 rows.append(
@@ -885,7 +973,7 @@ def retire(
         stages = [o.stage for o in present]
         try:
             check_directory_remotes(config, workspace, roles={o.remote for o in present})
-            _dvc(workspace, "commit", "--force", "--quiet", *stages)
+            _dvc(workspace, "commit", "--force", *stages)
             _dvc(workspace, "push", *stages)
         except StewardshipError as err:
             raise StewardshipError(

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from cellstrata.config import LEVEL_PATHS, LEVELS, level_path, plate_level_versions, retention_of
+from cellstrata.ingest import IngestError, scan_plate
 from cellstrata.provenance import read_records
 from cellstrata.stewardship import extra_versions, locked_outputs
 
@@ -27,18 +28,36 @@ def disk_usage(path: Path) -> tuple[int, int]:
     return 0, 0
 
 
-def _raw_size(plate: Mapping[str, Any], workspace: Path) -> tuple[int, int, str]:
-    """Raw images of a plate: from its manifest, else from the image root (a CellProfiler
-    plate's output), else unknown."""
+def _raw_size(
+    plate: Mapping[str, Any], workspace: Path, config: Mapping[str, Any]
+) -> tuple[int, int, str]:
+    """Raw images of a plate: from its manifest, else the image files of its root that
+    ``images.pattern`` matches (a CellProfiler plate: its whole output), else unknown."""
     manifest = workspace / LEVEL_PATHS["manifest"].format(plate=plate["name"])
     if manifest.exists():
         sizes = pd.read_parquet(manifest, columns=["bytes"])["bytes"]
         return len(sizes), int(sizes.sum()), "manifest"
-    root = workspace / (plate.get("images") or plate["cellprofiler"])
-    if root.exists():
-        files, size = disk_usage(root)
-        return files, size, "disk"
-    return 0, 0, "unknown"
+    if plate.get("images") is None:  # a CellProfiler plate: all of its output
+        root = workspace / plate["cellprofiler"]
+        if root.exists():
+            files, size = disk_usage(root)
+            return files, size, "disk"
+        return 0, 0, "unknown"
+    root = workspace / plate["images"]
+    if not root.is_dir():
+        return 0, 0, "unknown"
+    # The images ingest would use, not every file of the root (a platemap, notes, thumbnails).
+    try:
+        frame = scan_plate(
+            plate["name"],
+            root,
+            config["images"]["pattern"],
+            config["channels"],
+            extensions=config["images"]["extensions"],
+        )
+    except IngestError:  # no image the pattern matches: nothing to count
+        return 0, 0, "disk"
+    return len(frame), sum(os.path.getsize(path) for path in frame["path"]), "disk"
 
 
 def _level_size(
@@ -108,7 +127,7 @@ def storage_plan(config: Mapping[str, Any], workspace: str | os.PathLike = ".") 
     rows = []
     for plate in config["plates"]:
         name = plate["name"]
-        raw_files, raw_bytes, raw_source = _raw_size(plate, workspace)
+        raw_files, raw_bytes, raw_source = _raw_size(plate, workspace, config)
         for level in LEVELS:
             action = retention_of(config["retention"], level, name)
             versions = (

@@ -17,6 +17,7 @@ from cellstrata.config import (
     RULE_LEVELS,
     retention_of,
 )
+from cellstrata.ingest import SkippedFiles
 from cellstrata.io import atomic_path
 from cellstrata.storage import disk_usage, human_size
 
@@ -70,6 +71,12 @@ def summarize(
             f"{plate:<16}{plate_sites['Metadata_Well'].nunique():>7}{len(plate_sites):>7}{cells:>9}"
         )
     lines.append(f"{'total':<16}{'':>7}{len(sites):>7}{cells_total:>9}")
+    # Files ingest did not use (pattern or channel map): a pattern that misses wells must
+    # show here, not only in a job log. No section when nothing was skipped.
+    skipped = [_skipped_line(path, table) for path, table in zip(manifests, tables, strict=True)]
+    if any(skipped):
+        lines += ["", "image files skipped by ingest:"]
+        lines += [f"  {line}" for line in skipped if line]
     lines += ["", f"{'level':<14}{'retention':<11}{'files':>7}{'size':>11}  where"]
     plates = sorted(sites["Metadata_Plate"].unique())
     workspace = Path(results).parent
@@ -105,6 +112,13 @@ def summarize(
             )
             lines.append(f"  {path}  ({meta.num_rows} {unit} x {meta.num_columns} columns)")
     return "\n".join(lines) + "\n"
+
+
+def _skipped_line(manifest: str | os.PathLike, table: pd.DataFrame) -> str | None:
+    skipped = SkippedFiles.from_manifest(manifest)
+    if skipped is None or table.empty:
+        return None
+    return skipped.describe(str(table["Metadata_Plate"].iloc[0]))
 
 
 def write_summary(

@@ -102,6 +102,12 @@ def _write_config(workspace: Path, config: dict, name: str = "config.yaml") -> P
     return path
 
 
+def _remote_dirs(workspace: Path) -> None:
+    """The config's default directory remotes, made as a lab makes them before `dvc setup`."""
+    for role in ("default", "archive"):
+        (workspace / "resources/remotes" / role).mkdir(parents=True, exist_ok=True)
+
+
 def _cellstrata(workspace: Path, *args: str, config: str = "config.yaml") -> tuple[int, str]:
     """Run a ``cellstrata`` command in-process on ``workspace``; return (status, output)."""
     # Only around the command: a pytest capture fixture would also hold Snakemake's logging
@@ -204,6 +210,9 @@ def test_dry_runs_delete_nothing(base_run, tmp_path):
     before = _fingerprints(workspace, "results")
     version = main_version(config)
 
+    # The dry run checks what the real run needs (case 15.6): DVC set up, remotes there.
+    _remote_dirs(workspace)
+    assert _cellstrata(workspace, "dvc", "setup")[0] == 0
     code, out = _cellstrata(workspace, "archive", "--dry-run")
     assert code == 0, out
     assert f"would archive: results/features/{version}/{PLATE} -> remote archive" in out
