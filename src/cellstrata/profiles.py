@@ -317,6 +317,12 @@ def mark_controls(
     return platemap.assign(**{CONTROL_COLUMN: types})
 
 
+def _read_options(platemap_options: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``platemap`` config options of :func:`read_platemap` (``never_imaged`` is decided
+    when the profiles are annotated, not when the platemap is read)."""
+    return {k: v for k, v in platemap_options.items() if k != "never_imaged"}
+
+
 def check_platemaps(config: Mapping[str, Any]) -> None:
     """Read every plate's platemap and mark its controls as rule profiles will, before any job.
 
@@ -338,7 +344,9 @@ def check_platemaps(config: Mapping[str, Any]) -> None:
             continue
         where = f"plates[{index}].platemap of plate {plate['name']}"
         try:
-            table = read_platemap(path, plate=plate["name"], **config["platemap"]).table
+            table = read_platemap(
+                path, plate=plate["name"], **_read_options(config["platemap"])
+            ).table
             annotation = mark_controls(table, **controls)
         except PlatemapError as err:
             raise PlatemapError(f"{where}: {err}") from err
@@ -795,8 +803,7 @@ def build_profiles(
         the reports ``"cell_qc"``, ``"nonfinite"``, ``"platemap"`` (:data:`PLATEMAP_REPORT`)
         and ``"normalization"`` (:data:`NORMALIZATION_REPORT`); see :data:`PROFILE_REPORTS`.
     """
-    # never_imaged is decided on annotation, not when reading the platemap.
-    read_options = {k: v for k, v in platemap_options.items() if k != "never_imaged"}
+    read_options = _read_options(platemap_options)
     platemap = read_platemap(platemap_path, plate=plate, **read_options)
     on_mismatch = platemap_options.get("on_mismatch", "error")
     annotation = mark_controls(platemap.table, **controls)
