@@ -85,6 +85,7 @@ rule experiment_figures:
     input:
         profiles="results/experiment/{seg}/feature_selected.parquet",
         map="results/experiment/{seg}/map.parquet",
+        zprime="results/experiment/{seg}/zprime.parquet",
         annotated=version_annotated,
     output:
         pca=report(

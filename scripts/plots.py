@@ -9,6 +9,7 @@ with logged(snakemake.log[0]):
             profiles_path=snakemake.input.profiles,
             annotated_path=snakemake.input.annotated,
             map_path=snakemake.input.map,
+            zprime_path=snakemake.input.zprime,
             outputs=dict(snakemake.output.items()),
             color_by=snakemake.params.color_by,
             dose_column=snakemake.params.dose_column,

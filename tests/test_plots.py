@@ -512,6 +512,30 @@ def test_write_experiment_figures_readout_and_no_dose(tmp_path, monkeypatch):
     assert saved["dose.png"].axes[0].get_ylabel() == "Cells Feature 1"
     assert len(saved["dose.png"].axes[0].collections[0].get_offsets()) == 30  # both plates
     assert "No mAP" in _texts(saved["map.png"])
+    # The readout's assay quality is written under the dose response.
+    from cellstrata.quality import zprime_table
+
+    profiles = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    profiles["Metadata_control_type"] = np.where(
+        profiles["Metadata_dose"] == 0,
+        "negative",
+        np.where(profiles.index % 5 == 1, "positive", ""),
+    )
+    table = zprime_table(profiles, feature="Cells_Feature_1")
+    table.to_parquet(tmp_path / "zprime.parquet")
+    plots.write_experiment_figures(
+        profiles_path=paths,
+        map_path=None,
+        outputs={"dose_response": tmp_path / "quality.png"},
+        color_by="treatment",
+        dose_column="Metadata_dose",
+        readout={"feature": "Cells_Feature_1", "divide_by": None},
+        zprime_path=tmp_path / "zprime.parquet",
+    )
+    note = plots.assay_quality_note(table)
+    assert note.count("plate ") == len(table) and "robust Z'" in note and "SSMD" in note
+    assert f"Z' {table['zprime'].iloc[0]:.2f} [" in note
+    assert note.splitlines()[1] in _texts(saved["quality.png"])
     plots.write_experiment_figures(
         profiles_path=paths,
         map_path=None,

@@ -12,9 +12,12 @@ from cellstrata.quality import (
     MAP_COLUMNS,
     ZPRIME_COLUMNS,
     average_precision_table,
+    bootstrap_interval,
     cell_count_table,
     quality_tables,
     readout,
+    robust_zprime,
+    ssmd,
     write_quality,
     zprime,
     zprime_table,
@@ -91,6 +94,50 @@ def test_zprime_errors(positive, negative, message):
         zprime(positive, negative)
 
 
+def test_robust_zprime_and_ssmd_known_values():
+    # medians 2 and 12, MADs 1 and 2 (x 1.4826): 1 - 3 * 1.4826 * 3 / 10
+    assert robust_zprime([1, 2, 3], [10, 12, 14]) == pytest.approx(1 - 3 * 1.4826 * 3 / 10)
+    # (2 - 12) / sqrt(1 + 4)
+    assert ssmd([1, 2, 3], [10, 12, 14]) == pytest.approx(-10 / np.sqrt(5))
+    # One outlying positive well: Z' collapses, the robust Z' hardly moves.
+    positive, negative = [1.0, 1.1, 0.9, 1.0, 3.0], [5.0, 5.1, 4.9, 5.0, 5.05]
+    assert zprime(positive, negative) < 0.5 < robust_zprime(positive, negative)
+    with pytest.raises(ValueError, match="medians are equal"):
+        robust_zprime([1, 2, 3], [0, 2, 5])
+    with pytest.raises(ValueError, match="constant"):
+        ssmd([1, 1], [2, 2])
+
+
+def test_bootstrap_interval_brackets_the_statistic_and_narrows_with_more_wells():
+    rng = np.random.default_rng(3)
+    few = rng.normal(10, 1, 4), rng.normal(0, 1, 8)
+    many = rng.normal(10, 1, 64), rng.normal(0, 1, 128)
+    low, high = bootstrap_interval(*few, zprime)
+    assert low < zprime(*few) < high
+    narrow = np.subtract(*reversed(bootstrap_interval(*many, zprime)))
+    assert narrow < high - low
+    # Repeatable: a seed, not the clock.
+    assert bootstrap_interval(*few, ssmd) == bootstrap_interval(*few, ssmd)
+
+
+def test_log_readout():
+    profiles = zprime_profiles()
+    values = readout(
+        profiles,
+        "Nuclei_Intensity_MeanIntensity_GFP",
+        "Cytoplasm_Intensity_MeanIntensity_GFP",
+        transform="log",
+    )
+    assert values.name == (
+        "log(Nuclei_Intensity_MeanIntensity_GFP / Cytoplasm_Intensity_MeanIntensity_GFP)"
+    )
+    assert values.iloc[0] == pytest.approx(np.log(1.0)) and values.iloc[1] == pytest.approx(
+        np.log(2.0)
+    )
+    with pytest.raises(ValueError, match="transform"):
+        readout(profiles, "Nuclei_Intensity_MeanIntensity_GFP", transform="sqrt")
+
+
 def zprime_profiles() -> pd.DataFrame:
     rows = []
     for plate_name, types, values in [
@@ -133,6 +180,13 @@ def test_zprime_table_per_plate_all_and_nan_for_a_plate_without_positives(caplog
     assert rows.loc["all", ["n_positive", "n_negative"]].tolist() == [5, 8]
     pooled = zprime([1, 2, 3, 2, 4], [10, 12, 14, 11, 13, 9, 10, 11])
     assert rows.loc["all", "zprime"] == pytest.approx(pooled)
+    # Robust Z' and SSMD beside it, each within its bootstrap interval.
+    assert rows.loc["P1", "robust_zprime"] == pytest.approx(robust_zprime([1, 2, 3], [10, 12, 14]))
+    assert rows.loc["P1", "ssmd"] == pytest.approx(ssmd([1, 2, 3], [10, 12, 14]))
+    for statistic in ("zprime", "robust_zprime", "ssmd"):
+        low, value, high = rows.loc["all", [f"{statistic}_low", statistic, f"{statistic}_high"]]
+        assert low <= value <= high, statistic
+    assert rows.loc["P3", ["robust_zprime", "ssmd", "zprime_low"]].isna().all()
     assert rows.loc["all", "positive_sd"] == pytest.approx(np.std([1, 2, 3, 2, 4], ddof=1))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("P3" in m and "NaN" in m for m in warnings)

@@ -189,6 +189,9 @@ def check_config(config: dict[str, Any]) -> None:
                 )
     _check_cellprofiler(config.get("cellprofiler", {}))
     _check_remote_plugins(config.get("storage", {}).get("remotes", {}))
+    illumination = config["illumination"]
+    if illumination["filter_size"] is not None and illumination["object_size"] is not None:
+        raise ConfigError("illumination: give filter_size or object_size, not both")
     pm = config["platemap"]
     if pm["well_column"] is None and (pm["row_column"] is None or pm["column_column"] is None):
         raise ConfigError("platemap: set well_column, or both row_column and column_column")

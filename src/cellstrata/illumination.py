@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 import tifffile
 from scipy import ndimage
-from skimage.transform import downscale_local_mean, resize
+from skimage.transform import resize
 
 from cellstrata.io import ImageReadError, parse_site_file, read_image, site_file, write_tiff
 
@@ -98,11 +99,41 @@ def background_image(images: Iterable[np.ndarray], block_size: int = 60) -> np.n
     return resize(mean, shapes[0], order=1, mode="edge", anti_aliasing=False)
 
 
+def object_size_filter(object_size: float) -> float:
+    """The smoothing filter size CellProfiler derives from an approximate object size
+    (CorrectIlluminationCalculate, "Object size": size x 2.35 / 3.5)."""
+    return object_size * 2.35 / 3.5
+
+
+def median_smooth(image: np.ndarray, filter_size: float) -> np.ndarray:
+    """CellProfiler's median smoothing of an illumination function.
+
+    As CorrectIlluminationCalculate does it: sigma = size / 2.35, the median over a disk of
+    radius ``int(sigma + 0.5)``, on the image quantised to 16 bits. The result has the
+    image's scale.
+    """
+    from skimage.filters import median
+    from skimage.morphology import disk
+
+    radius = max(1, int(filter_size / 2.35 + 0.5))
+    # Images scaled to [0, 1] as CellProfiler's are; anything brighter (float input) is
+    # scaled into the 16 bits instead of overflowing them.
+    scale = 65535 / max(1.0, float(np.max(image)))
+    quantised = (np.clip(image, 0, None) * scale).astype(np.uint16)
+    with warnings.catch_warnings():
+        # skimage warns that a 16-bit rank filter is slow; the mean image is one per plate
+        # and channel (about 2 s for 640 x 640 px, radius 29).
+        warnings.filterwarnings("ignore", "Bad rank filter performance", UserWarning)
+        smooth = median(quantised, disk(radius), behavior="rank")
+    return smooth.astype(np.float64) / scale
+
+
 def illumination_function(
     mean: np.ndarray,
     *,
     smoothing: str = "median",
-    filter_size: int | None = None,
+    filter_size: float | None = None,
+    object_size: float | None = None,
     rescale: str = "robust",
 ) -> np.ndarray:
     """Smooth a mean (or background) image into an illumination function and rescale it.
@@ -112,37 +143,42 @@ def illumination_function(
     mean : numpy.ndarray
         Average of all images of one channel on one plate, or :func:`background_image`.
     smoothing : {"median", "gaussian"}
-        Median filtering ignores cells better; the Gaussian uses sigma = size / 2.35
-        (CellProfiler's convention).
-    filter_size : int, optional
-        Filter size in pixels; default a fifth of the larger image side.
+        Median filtering ignores cells better (:func:`median_smooth`, CellProfiler's); the
+        Gaussian uses sigma = size / 2.35 (CellProfiler's convention).
+    filter_size : float, optional
+        Filter size in pixels (sigma = size / 2.35); default a fifth of the larger image side.
+    object_size : float, optional
+        CellProfiler's "Object size" setting instead of ``filter_size``
+        (:func:`object_size_filter`).
     rescale : {"robust", "median", "none"}
-        ``robust`` divides by the 2nd percentile and clips at 1, so dividing by the function
-        never brightens a pixel; ``median`` divides by the median; ``none`` keeps the
-        intensity scale (for a background function that is subtracted).
+        ``robust`` divides by the 2nd percentile of the positive values and clips at 1
+        (CellProfiler's "Yes"), so dividing by the function never brightens a pixel;
+        ``median`` divides by the median; ``none`` keeps the intensity scale (for a background
+        function that is subtracted).
 
     Returns
     -------
     numpy.ndarray
         float32 function with the shape of ``mean``.
     """
-    size = filter_size or max(mean.shape) // 5
+    if filter_size is not None and object_size is not None:
+        raise ValueError("give filter_size or object_size, not both")
+    if object_size is not None:
+        size = object_size_filter(object_size)
+    else:
+        size = filter_size or max(mean.shape) // 5
     if smoothing == "median":
-        # A large median is slow at full resolution; the function is smooth, so filter a
-        # block-averaged copy and interpolate back.
-        factor = max(1, size // 16)
-        small = downscale_local_mean(mean, (factor, factor))
-        small = ndimage.median_filter(small, size=max(3, size // factor), mode="nearest")
-        smooth = resize(small, mean.shape, order=1, mode="edge", anti_aliasing=False)
-        smooth = ndimage.gaussian_filter(smooth, sigma=factor, mode="nearest")
+        smooth = median_smooth(mean, size)
     elif smoothing == "gaussian":
         smooth = ndimage.gaussian_filter(mean, sigma=size / 2.35, mode="nearest")
     else:
         raise ValueError(f"unknown smoothing {smoothing!r}; use 'median' or 'gaussian'")
     if rescale == "robust":
-        floor = np.percentile(smooth, 2)
-        if floor <= 0:
-            raise ValueError("illumination function has a non-positive 2nd percentile")
+        # CellProfiler's robust minimum: the value 2 % into the sorted positive pixels.
+        positive = np.sort(smooth[smooth > 0], axis=None)
+        if positive.size == 0:
+            raise ValueError("illumination function has no positive value")
+        floor = positive[int(positive.size * 0.02)]
         function = np.maximum(smooth, floor) / floor
     elif rescale == "median":
         function = smooth / np.median(smooth)
@@ -159,7 +195,8 @@ def compute_illumination(
     mode: str = "regular",
     block_size: int = 60,
     smoothing: str = "median",
-    filter_size: int | None = None,
+    filter_size: float | None = None,
+    object_size: float | None = None,
     rescale: str | None = None,
 ) -> np.ndarray:
     """Illumination function of one plate × channel from its image files.
@@ -173,7 +210,7 @@ def compute_illumination(
         :func:`background_image` (apply by subtraction); ``none`` returns ones.
     block_size : int, default 60
         Block side for ``background`` mode.
-    smoothing, filter_size : see :func:`illumination_function`
+    smoothing, filter_size, object_size : see :func:`illumination_function`
     rescale : {"robust", "median", "none"}, optional
         Default :data:`DEFAULT_RESCALE` of the mode.
     """
@@ -188,6 +225,7 @@ def compute_illumination(
         source,
         smoothing=smoothing,
         filter_size=filter_size,
+        object_size=object_size,
         rescale=rescale or DEFAULT_RESCALE[mode],
     )
 

@@ -669,6 +669,7 @@ def dose_response(
     values: pd.Series | str,
     label: str,
     group_column: str | None = None,
+    note: str | None = None,
 ) -> Figure:
     """Per-well values against dose: a point per well and the median per dose joined by a line.
 
@@ -684,6 +685,8 @@ def dose_response(
         y-axis label (with units where known).
     group_column : str, optional
         Column whose values (e.g. treatments) get a colour and a line each.
+    note : str, optional
+        Text under the axes (e.g. :func:`assay_quality_note`).
 
     Notes
     -----
@@ -767,7 +770,31 @@ def dose_response(
     ax.grid(alpha=0.3)
     if group_column:
         ax.legend(title=_pretty(_column(profiles, group_column)), fontsize=8, frameon=False)
+    if note:
+        figure.text(0.01, 0.005, note, fontsize=8, va="bottom", ha="left", family="monospace")
+        figure.subplots_adjust(bottom=0.12 + 0.035 * note.count("\n"))
     return figure
+
+
+def assay_quality_note(zprimes: pd.DataFrame) -> str:
+    """One line per plate of a Z' table (:func:`cellstrata.quality.zprime_table`): Z', robust
+    Z' and SSMD with their bootstrap intervals ("" for an empty table)."""
+    lines = []
+    for row in zprimes.itertuples(index=False):
+        parts = []
+        for name, column in (("Z'", "zprime"), ("robust Z'", "robust_zprime"), ("SSMD", "ssmd")):
+            value = getattr(row, column)
+            low, high = getattr(row, f"{column}_low"), getattr(row, f"{column}_high")
+            parts.append(
+                f"{name} {value:.2f} [{low:.2f}, {high:.2f}]" if np.isfinite(value) else f"{name} -"
+            )
+        lines.append(
+            f"plate {row.Metadata_Plate} ({row.n_positive} pos, {row.n_negative} neg): "
+            + "; ".join(parts)
+        )
+    if lines:
+        lines.insert(0, "controls, 90 % bootstrap intervals:")
+    return "\n".join(lines)
 
 
 def _usable_features(
@@ -1037,16 +1064,19 @@ def readout_values(
 ) -> tuple[pd.Series, str]:
     """The per-well readout of ``profiles`` and its label.
 
-    ``readout`` is a feature column, or ``{"feature": column, "divide_by": column or None}``
-    (e.g. a total intensity per cell count); a division by 0 gives NaN.
+    ``readout`` is a feature column, or ``{"feature": column, "divide_by": column or None,
+    "transform": None or "log"}`` (e.g. a total intensity per cell count); a division by 0
+    gives NaN.
     """
     if isinstance(readout, str):
         readout = {"feature": readout}
     feature = _column(profiles, readout["feature"])
     divide_by = readout.get("divide_by")
     divisor = _column(profiles, divide_by) if divide_by else None
-    values = quality.readout(profiles, feature, divisor)
+    transform = readout.get("transform")
+    values = quality.readout(profiles, feature, divisor, transform)
     label = _pretty(feature) + (f" / {_pretty(divisor)}" if divisor else "")
+    label = f"{transform}({label})" if transform else label
     return values.replace([np.inf, -np.inf], np.nan).rename(label), label
 
 
@@ -1175,6 +1205,7 @@ def write_experiment_figures(
     dose_column: str | None = None,
     readout: Mapping[str, str | None] | str | None = None,
     group_column: str | None = None,
+    zprime_path: PathLike | None = None,
 ) -> None:
     """Write the experiment-wide report figures as PNG.
 
@@ -1201,6 +1232,9 @@ def write_experiment_figures(
         ``Metadata_Object_Count``.
     group_column : str, optional
         Column giving each group (e.g. treatment) its own colour in the dose response.
+    zprime_path : path, optional
+        The readout's Z' table (Parquet), written under the dose response
+        (:func:`assay_quality_note`).
     """
     _check_outputs(outputs, EXPERIMENT_FIGURES)
     profiles = _read_tables(profiles_path) if {"pca", "dose_response"} & set(outputs) else None
@@ -1232,11 +1266,13 @@ def write_experiment_figures(
             else:
                 values = profiles[_column(profiles, "Object_Count")]
                 label = "cells per well"
+            note = assay_quality_note(pd.read_parquet(zprime_path)) if zprime_path else None
             figure = dose_response(
                 profiles,
                 dose_column=dose_column,
                 values=values,
                 label=label,
                 group_column=group_column,
+                note=note,
             )
         save_figure(figure, outputs["dose_response"])

@@ -51,7 +51,21 @@ ZPRIME_COLUMNS = [
     "positive_sd",
     "negative_sd",
     "zprime",
+    "zprime_low",
+    "zprime_high",
+    "robust_zprime",
+    "robust_zprime_low",
+    "robust_zprime_high",
+    "ssmd",
+    "ssmd_low",
+    "ssmd_high",
 ]
+#: Bootstrap resamples and the two-sided level of the intervals of :func:`zprime_table`.
+BOOTSTRAP_SAMPLES = 2000
+BOOTSTRAP_LEVEL = 0.9
+#: Readout transforms (``quality.readout.transform``): a log makes a ratio's spread
+#: independent of its level.
+READOUT_TRANSFORMS = (None, "log")
 #: Columns of :func:`average_precision_table` after the treatment columns.
 MAP_COLUMNS = [
     "n_wells",
@@ -68,7 +82,8 @@ _DTYPES = {
     "n_wells": "int64",
     "below_corrected_p": "bool",
     **dict.fromkeys(
-        ["positive_mean", "negative_mean", "positive_sd", "negative_sd", "zprime"], "float64"
+        ["positive_mean", "negative_mean", "positive_sd", "negative_sd", *ZPRIME_COLUMNS[8:]],
+        "float64",
     ),
     **dict.fromkeys(["mean_average_precision", "p_value", "corrected_p_value"], "float64"),
 }
@@ -102,16 +117,7 @@ def zprime(positive: Sequence[float], negative: Sequence[float]) -> float:
     ValueError
         When a group has fewer than 2 values or a non-finite one, or the means are equal.
     """
-    groups = {
-        "positive": np.asarray(positive, dtype=float).ravel(),
-        "negative": np.asarray(negative, dtype=float).ravel(),
-    }
-    for name, values in groups.items():
-        if values.size < 2:
-            raise ValueError(f"Z'-factor needs at least 2 {name} control values; got {values.size}")
-        if not np.isfinite(values).all():
-            raise ValueError(f"Z'-factor: the {name} control values are not all finite")
-    pos, neg = groups["positive"], groups["negative"]
+    pos, neg = _control_groups(positive, negative, "Z'-factor")
     separation = abs(pos.mean() - neg.mean())
     if separation == 0:
         raise ValueError(
@@ -121,13 +127,113 @@ def zprime(positive: Sequence[float], negative: Sequence[float]) -> float:
     return float(1 - 3 * (pos.std(ddof=1) + neg.std(ddof=1)) / separation)
 
 
-def readout_name(feature: str, divide_by: str | None = None) -> str:
-    """Readable name of a readout: ``"feature"`` or ``"feature / divide_by"``."""
-    return f"{feature} / {divide_by}" if divide_by else feature
+def robust_zprime(positive: Sequence[float], negative: Sequence[float]) -> float:
+    """Robust Z'-factor: :func:`zprime` with medians and scaled MADs (1.4826 x MAD, the SD of
+    a normal sample), so that one outlying control well does not dominate it.
+
+    Raises
+    ------
+    ValueError
+        As :func:`zprime` (too few or non-finite values, equal medians).
+    """
+    pos, neg = _control_groups(positive, negative, "robust Z'-factor")
+    separation = abs(np.median(pos) - np.median(neg))
+    if separation == 0:
+        raise ValueError("robust Z'-factor is undefined: the control medians are equal")
+    spread = sum(1.4826 * np.median(np.abs(g - np.median(g))) for g in (pos, neg))
+    return float(1 - 3 * spread / separation)
 
 
-def readout(profiles: pd.DataFrame, feature: str, divide_by: str | None = None) -> pd.Series:
-    """The readout of each well: one feature column, or the ratio ``feature / divide_by``.
+def ssmd(positive: Sequence[float], negative: Sequence[float]) -> float:
+    """Strictly standardized mean difference, ``(mean_p - mean_n) / sqrt(var_p + var_n)``
+    (sample variances): its sign says the direction, its size the separation (|SSMD| >= 3
+    is a strong control).
+
+    Raises
+    ------
+    ValueError
+        As :func:`zprime` (too few or non-finite values), or both groups constant.
+    """
+    pos, neg = _control_groups(positive, negative, "SSMD")
+    spread = np.sqrt(pos.var(ddof=1) + neg.var(ddof=1))
+    if spread == 0:
+        raise ValueError("SSMD is undefined: both control groups are constant")
+    return float((pos.mean() - neg.mean()) / spread)
+
+
+#: The assay-quality statistics of :func:`zprime_table`, each with a bootstrap interval.
+SEPARATION_STATISTICS = {"zprime": zprime, "robust_zprime": robust_zprime, "ssmd": ssmd}
+
+
+def _control_groups(
+    positive: Sequence[float], negative: Sequence[float], what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    groups = {
+        "positive": np.asarray(positive, dtype=float).ravel(),
+        "negative": np.asarray(negative, dtype=float).ravel(),
+    }
+    for name, values in groups.items():
+        if values.size < 2:
+            raise ValueError(f"{what} needs at least 2 {name} control values; got {values.size}")
+        if not np.isfinite(values).all():
+            raise ValueError(f"{what}: the {name} control values are not all finite")
+    return groups["positive"], groups["negative"]
+
+
+def bootstrap_interval(
+    positive: Sequence[float],
+    negative: Sequence[float],
+    statistic,
+    *,
+    samples: int = BOOTSTRAP_SAMPLES,
+    level: float = BOOTSTRAP_LEVEL,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(positive, negative)``.
+
+    The wells of each control group are resampled with replacement, separately (the design
+    keeps its group sizes); resamples where the statistic is undefined are left out.
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)`` at the two-sided ``level``; NaN when no resample is defined.
+    """
+    pos, neg = _control_groups(positive, negative, "bootstrap interval")
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(samples):
+        try:
+            values.append(
+                statistic(
+                    rng.choice(pos, size=pos.size, replace=True),
+                    rng.choice(neg, size=neg.size, replace=True),
+                )
+            )
+        except ValueError:
+            continue
+    if not values:
+        return np.nan, np.nan
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def readout_name(feature: str, divide_by: str | None = None, transform: str | None = None) -> str:
+    """Readable name of a readout: ``"feature"``, ``"feature / divide_by"``, or either in
+    ``log(...)``."""
+    name = f"{feature} / {divide_by}" if divide_by else feature
+    return f"{transform}({name})" if transform else name
+
+
+def readout(
+    profiles: pd.DataFrame,
+    feature: str,
+    divide_by: str | None = None,
+    transform: str | None = None,
+) -> pd.Series:
+    """The readout of each well: one feature column, or the ratio ``feature / divide_by``,
+    optionally log-transformed.
 
     Parameters
     ----------
@@ -137,6 +243,9 @@ def readout(profiles: pd.DataFrame, feature: str, divide_by: str | None = None) 
         The feature column.
     divide_by : str, optional
         A second feature column to divide by (a zero divisor gives ±Inf or NaN).
+    transform : {None, "log"}
+        ``log``: the natural log (non-positive values give NaN), so that the spread of a
+        ratio does not grow with its level.
 
     Returns
     -------
@@ -154,10 +263,14 @@ def readout(profiles: pd.DataFrame, feature: str, divide_by: str | None = None) 
         raise ValueError(
             f"readout column(s) {missing} not in the profiles of plate(s) {_plates(profiles)}"
         )
+    if transform not in READOUT_TRANSFORMS:
+        raise ValueError(f"unknown readout transform {transform!r}; use {READOUT_TRANSFORMS}")
     values = profiles[feature].astype(float)
     if divide_by:
         values = values / profiles[divide_by].astype(float)
-    return values.rename(readout_name(feature, divide_by))
+    if transform == "log":
+        values = np.log(values.where(values > 0))
+    return values.rename(readout_name(feature, divide_by, transform))
 
 
 def zprime_table(
@@ -165,16 +278,19 @@ def zprime_table(
     *,
     feature: str,
     divide_by: str | None = None,
+    transform: str | None = None,
     control_column: str = CONTROL_COLUMN,
 ) -> pd.DataFrame:
-    """Z'-factor of a readout per plate and, with more than one plate, over all wells.
+    """Z'-factor of a readout per plate and, with more than one plate, over all wells, with
+    the robust Z'-factor and the SSMD, each with a 90 % bootstrap interval
+    (:func:`bootstrap_interval`, columns ``<statistic>_low`` / ``<statistic>_high``).
 
     Parameters
     ----------
     profiles : DataFrame
         Per-well profiles with ``Metadata_Plate`` and ``control_column`` (``"positive"`` /
         ``"negative"`` / anything else).
-    feature, divide_by : str
+    feature, divide_by, transform : str
         The readout (:func:`readout`).
     control_column : str
         The column that marks control wells.
@@ -193,7 +309,7 @@ def zprime_table(
         When a column is missing.
     """
     _require(profiles, [PLATE, control_column], "Z'-factor")
-    values = readout(profiles, feature, divide_by)
+    values = readout(profiles, feature, divide_by, transform)
     name = str(values.name)
     finite = np.isfinite(values.to_numpy())
     if not finite.all():
@@ -223,7 +339,7 @@ def _zprime_row(plate: str, values: np.ndarray, types: np.ndarray, name: str) ->
         "negative_mean": negative.mean(),
         "positive_sd": positive.std(ddof=1),
         "negative_sd": negative.std(ddof=1),
-        "zprime": np.nan,
+        **dict.fromkeys(ZPRIME_COLUMNS[8:], np.nan),
     }
     if len(positive) < 2 or len(negative) < 2:
         log.warning(
@@ -235,10 +351,15 @@ def _zprime_row(plate: str, values: np.ndarray, types: np.ndarray, name: str) ->
             len(negative),
         )
         return row
-    try:
-        row["zprime"] = zprime(positive, negative)
-    except ValueError as err:
-        log.warning("plate %s: %s; zprime is NaN", plate, err)
+    for column, statistic in SEPARATION_STATISTICS.items():
+        try:
+            row[column] = statistic(positive, negative)
+        except ValueError as err:
+            log.warning("plate %s: %s; %s is NaN", plate, err, column)
+            continue
+        row[f"{column}_low"], row[f"{column}_high"] = bootstrap_interval(
+            positive, negative, statistic
+        )
     return row
 
 
@@ -472,15 +593,17 @@ def quality_tables(
         log.warning("no treatment columns given: the mAP table is empty")
         map_table = _empty([PLATE, *MAP_COLUMNS])
     if readout and readout.get("feature") is not None:
-        unknown = sorted(set(readout) - {"feature", "divide_by"})
+        unknown = sorted(set(readout) - {"feature", "divide_by", "transform"})
         if unknown or "feature" not in readout:
             raise ValueError(
-                f"readout must be {{'feature': ..., 'divide_by': ... or None}}; got {dict(readout)}"
+                "readout must be {'feature': ..., 'divide_by': ... or None, 'transform': ... or "
+                f"None}}; got {dict(readout)}"
             )
         zprimes = zprime_table(
             profiles if annotated is None else annotated,
             feature=str(readout["feature"]),
             divide_by=readout.get("divide_by"),
+            transform=readout.get("transform"),
             control_column=options.get("control_column", CONTROL_COLUMN),
         )
     else:
