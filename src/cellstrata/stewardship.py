@@ -590,8 +590,9 @@ def push(
     if not stages:
         return {"verified": [], "missing": [], "corrupt": [], "remotes": []}
     roles = sorted({o.remote for o in present})
-    check_directory_remotes(config, workspace, roles=roles)
+    # DVC itself first: without it there is nothing a remote could be used for.
     check_dvc_ready(workspace, present)
+    check_directory_remotes(config, workspace, roles=roles)
     _dvc(workspace, "commit", "--force", *stages)
     _dvc(workspace, "push", *stages)
     report = verify_remote(workspace, stages)
