@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import FEATURES_AND_AFTER, REPO, example_config
+from conftest import FEATURES_AND_AFTER, REPO, example_config, main_version
 
+from cellstrata.config import level_path
 from cellstrata.example import generate_example
 from reliability.test_reruns import plan, snakemake
-from reliability.test_stewardship_faults import _workspace, _write_config
+from reliability.test_stewardship_faults import _cellstrata, _md5s, _workspace, _write_config
 
 SIZE = 64
 PLATE = "RR1"
@@ -97,3 +98,31 @@ def test_a_touched_image_reruns_its_plate_from_ingest(base_run, tmp_path):
     counts, out = plan(SNAKEFILE, workspace)
     # Every job of the plate, as in a fresh workspace.
     assert counts == base_run[2], out
+
+
+# --- case 15.2: pulling a level back plans nothing ---------------------------------------------
+
+
+@pytest.mark.case("15.2", "pulling an archived level back into a workspace plans nothing")
+@pytest.mark.parametrize("level", ["masks", "features"])
+def test_pulling_an_archived_level_back_plans_nothing(base_run, tmp_path, level):
+    remotes = {role: {"url": str(tmp_path / f"{role}-remote")} for role in ("default", "archive")}
+    workspace, config = _copy(base_run, tmp_path / "ws", storage={"remotes": remotes})
+    config["retention"]["levels"][level] = "archive"
+    _write_config(workspace, config)
+    # The summary names each level's retention: it alone is remade.
+    assert plan(SNAKEFILE, workspace)[0] == {"summary": 1, "all": 1}
+    assert snakemake(SNAKEFILE, workspace, "--cores", "1").returncode == 0
+    path = level_path(level, PLATE, main_version(config))
+    before = _md5s(workspace, path)
+    for command in (("dvc", "setup"), ("archive",)):
+        code, out = _cellstrata(workspace, *command)
+        assert code == 0, out
+    assert not (workspace / path).exists()
+    assert plan(SNAKEFILE, workspace)[0] == {}
+
+    code, out = _cellstrata(workspace, "pull", path)
+    assert code == 0, out
+    assert _md5s(workspace, path) == before
+    counts, out = plan(SNAKEFILE, workspace)
+    assert counts == {}, out
