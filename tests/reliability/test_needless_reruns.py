@@ -10,17 +10,26 @@ line) what it would run.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import FEATURES_AND_AFTER, REPO, example_config, main_version
 
-from cellstrata.config import level_path
+from cellstrata.config import level_path, load_config
 from cellstrata.example import generate_example
+from cellstrata.stewardship import status
 from reliability.test_reruns import plan, snakemake
-from reliability.test_stewardship_faults import _cellstrata, _md5s, _workspace, _write_config
+from reliability.test_stewardship_faults import (
+    _cellstrata,
+    _fingerprints,
+    _md5s,
+    _workspace,
+    _write_config,
+)
 
 SIZE = 64
 PLATE = "RR1"
@@ -126,3 +135,79 @@ def test_pulling_an_archived_level_back_plans_nothing(base_run, tmp_path, level)
     assert _md5s(workspace, path) == before
     counts, out = plan(SNAKEFILE, workspace)
     assert counts == {}, out
+
+
+# --- case 15.3: outputs of an old batching --------------------------------------------------------
+
+
+def _files(workspace: Path, level: str, version: str | None = None) -> set[str]:
+    root = workspace / level_path(level, PLATE, version)
+    return {p.relative_to(workspace).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.case("15.3", "outputs of an old batching: reported stale, removed on command")
+def test_outputs_of_an_old_batching_are_stale_until_removed_on_command(base_run, tmp_path):
+    remotes = {role: {"url": str(tmp_path / f"{role}-remote")} for role in ("default", "archive")}
+    workspace, config = _copy(
+        base_run, tmp_path / "ws", batching={"wells_per_job": 3}, storage={"remotes": remotes}
+    )
+    config["retention"]["levels"]["features"] = "archive"
+    _write_config(workspace, config)
+    version = main_version(config)
+    old_files = {
+        level: _files(workspace, level, version if level != "corrected" else None)
+        for level in ("corrected", "masks", "features")
+    }
+    old_records = {
+        p.relative_to(workspace).as_posix()
+        for p in (workspace / "results/provenance" / PLATE).rglob("*.json")
+        if p.parent.name in ("correct", version)
+    }
+    result = snakemake(SNAKEFILE, workspace, "--cores", "2")
+    assert result.returncode == 0, result.output[-4000:]
+    # Batches of 2 wells (A01-A02, A03-B01, B02-B03) became batches of 3 (A01-A03, B01-B03);
+    # the old files stay beside the new ones, and nothing else is stale.
+    features = level_path("features", PLATE, version)
+    assert _files(workspace, "features", version) == old_files["features"] | {
+        f"{features}/A01-A03.parquet",
+        f"{features}/B01-B03.parquet",
+    }
+    stale = set().union(*old_files.values())
+    before = _fingerprints(workspace, "results")
+
+    # status and the run summary count the current files only and report the stale ones apart.
+    table = status(load_config(workspace / "config.yaml"), workspace).set_index("level")
+    assert table.loc["features", "files"] == 2 and table.loc["features", "stale_files"] == 3
+    assert table.loc["features", "state"] == "present"
+    for level in ("corrected", "masks"):
+        visible = {p for p in old_files[level] if not p.endswith(".snakemake_timestamp")}
+        assert table.loc[level, "stale_files"] == len(visible), level
+    assert table.loc["illumination", "stale_files"] == 0
+    summary = (workspace / "results/summary.txt").read_text()
+    assert re.search(r"^features +archive +2 ", summary, re.MULTILINE), summary
+    assert "3 stale file(s) in results/features/" in summary, summary
+
+    # archive would store them with the level: it refuses, dry run included, and says why.
+    code, out = _cellstrata(workspace, "archive", "--dry-run")
+    assert code == 1 and "would archive" not in out, out
+    assert f"{features}/A01-A02.parquet" in out and "cellstrata clean-stale" in out, out
+
+    # Only the explicit command removes them, and nothing a current job makes.
+    code, out = _cellstrata(workspace, "clean-stale", "--dry-run")
+    assert code == 0 and f"would remove {len(stale)} stale file(s)" in out, out
+    assert _fingerprints(workspace, "results") == before
+    code, out = _cellstrata(workspace, "clean-stale")
+    assert code == 0, out
+    after = _fingerprints(workspace, "results")
+    log = f"results/provenance/{PLATE}/stale.jsonl"
+    assert set(before) - set(after) == stale | old_records
+    assert {p: before[p] for p in after if p != log} == {p: f for p, f in after.items() if p != log}
+    # Their records are kept out of the live ones, one line each in the plate's stale log.
+    moved = [json.loads(line) for line in (workspace / log).read_text().splitlines()]
+    assert {m["record"]["wildcards"]["batch"] for m in moved} == {"A01-A02", "A03-B01", "B02-B03"}
+    assert len(moved) == len(old_records)
+    table = status(load_config(workspace / "config.yaml"), workspace)
+    assert table["stale_files"].sum() == 0
+    code, out = _cellstrata(workspace, "archive", "--dry-run")
+    assert code == 0 and f"would archive: {features} -> remote archive" in out, out
+    assert plan(SNAKEFILE, workspace)[0] == {}
