@@ -110,6 +110,21 @@ def _apply_retention(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clean_stale(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship import clean_stale
+
+    files, records = clean_stale(_config(args), args.workspace, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for path in files:
+        print(f"{verb}: {path}")
+    print(
+        f"{verb} {len(files)} stale file(s) (no current job makes them); "
+        f"{len(records)} record(s) of them {'would move' if args.dry_run else 'moved'} to "
+        "results/provenance/<plate>/stale.jsonl"
+    )
+    return 0
+
+
 def _segment_nuclei(args: argparse.Namespace) -> int:
     from cellstrata.segment import segment_directory
 
@@ -213,6 +228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "explicitly delete local outputs of levels whose retention is delete",
     )
     apply.add_argument("--dry-run", action="store_true")
+    clean = command(
+        "clean-stale",
+        _clean_stale,
+        "remove batch files no current job makes (an old batching); their records go to "
+        "results/provenance/<plate>/stale.jsonl",
+    )
+    clean.add_argument("--dry-run", action="store_true")
     nuclei = command(
         "segment-nuclei",
         _segment_nuclei,

@@ -41,6 +41,7 @@ from cellstrata.config import (
 )
 from cellstrata.io import atomic_path
 from cellstrata.provenance import read_records
+from cellstrata.stale import STALE_LOG, stale_outputs, stale_records, visible
 
 log = logging.getLogger(__name__)
 
@@ -398,6 +399,23 @@ def archive(
         for o in tracked_outputs(config, workspace)
         if o.retention == "archive" and _present(workspace, o)
     ]
+    # DVC stores a level's whole directory: stale files in it would be archived as its data.
+    stale = stale_outputs(config, workspace)
+    blocked = [
+        f.relative_to(workspace).as_posix()
+        for o in outs
+        for f in visible(stale.get((o.plate, o.level, o.version), []))
+    ]
+    if blocked:
+        listing = "\n".join(f"  - {path}" for path in blocked[:20])
+        more = f"\n  ... and {len(blocked) - 20} more" if len(blocked) > 20 else ""
+        raise StewardshipError(
+            f"{len(blocked)} stale file(s) in the levels to archive: no current job makes them "
+            "(an old batching: batching.wells_per_job changed or a well's images were removed), "
+            f"and archiving would store them as the level's data:\n{listing}{more}\n"
+            "See them with `cellstrata clean-stale --dry-run`, remove them with "
+            "`cellstrata clean-stale`, then archive; nothing was archived or removed."
+        )
     if dry_run or not outs:
         for out in outs:
             log.info("would archive %s to remote %s", out.path, out.remote)
@@ -558,6 +576,46 @@ def restore_mtimes(workspace: str | os.PathLike, paths: Sequence[str]) -> int:
     return len(stamped)
 
 
+def clean_stale(
+    config: Mapping[str, Any], workspace: str | os.PathLike = ".", *, dry_run: bool = False
+) -> tuple[list[str], list[str]]:
+    """Remove stale batch files (:mod:`cellstrata.stale`): files in the plate directories of
+    the current versions whose batch no current job makes, and their provenance records.
+
+    The records leave the live record tree (status, the DAG without images and the
+    provenance table read it) for the plate's ``stale.jsonl``, one line each with the time of
+    removal, so what existed stays known. Nothing a current job makes is touched.
+
+    Returns
+    -------
+    tuple of list of str
+        The files removed and the records moved (or that would be, with ``dry_run``),
+        workspace-relative.
+    """
+    workspace = Path(workspace)
+    files = [f for group in stale_outputs(config, workspace).values() for f in group]
+    records = [r for p in config["plates"] for r in stale_records(config, p["name"], workspace)]
+    if not dry_run:
+        removed = datetime.now().astimezone().isoformat(timespec="seconds")
+        # Records first: an interrupted clean leaves files still found stale, never a file
+        # whose record was lost.
+        for record in records:
+            plate = record.relative_to(workspace / "results" / "provenance").parts[0]
+            log_path = workspace / STALE_LOG.format(plate=plate)
+            entry = {"removed": removed, "record": json.loads(record.read_text())}
+            with open(log_path, "a") as log_file:
+                log_file.write(json.dumps(entry, sort_keys=True) + "\n")
+            record.unlink()
+        for file in files:
+            file.unlink()
+        # The emptied batch directories (masks, corrected) go too.
+        for directory in sorted({f.parent for f in files}, key=lambda d: -len(d.parts)):
+            with contextlib.suppress(OSError):  # not empty: a level's plate directory
+                directory.rmdir()
+    relative = [f.relative_to(workspace).as_posix() for f in files]
+    return relative, [r.relative_to(workspace).as_posix() for r in records]
+
+
 def check_retention(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> None:
     """Refuse a run that would silently delete data kept under an earlier retention.
 
@@ -677,6 +735,8 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
     records = read_records(workspace / "results")
     locked = locked_outputs(workspace)
     tracked = {(o.level, o.plate, o.version): o for o in tracked_outputs(config, workspace)}
+    # Batch files of an old batching: reported apart, never counted as the level's data.
+    stale = {key: visible(files) for key, files in stale_outputs(config, workspace).items()}
     rows = []
     for plate in (p["name"] for p in config["plates"]):
         for level in LEVELS:
@@ -685,6 +745,9 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
             action = retention_of(config["retention"], level, plate)
             for version in plate_level_versions(config, plate, level):
                 files, size = disk_usage(workspace / level_path(level, plate, version))
+                old = stale.get((plate, level, version), [])
+                stale_bytes = sum(f.stat().st_size for f in old)
+                files, size = files - len(old), size - stale_bytes
                 made = [
                     r
                     for r in records
@@ -714,10 +777,20 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
                         "bytes": size,
                         "remote": out.remote if out else None,
                         "on_remote": on_remote,
-                        "note": (
-                            f"reproducible from rule {made[0]['rule']} ({len(made)} job record(s))"
-                            if state == "deleted"
-                            else ""
+                        "stale_files": len(old),
+                        "stale_bytes": stale_bytes,
+                        "note": "; ".join(
+                            note
+                            for note in (
+                                f"reproducible from rule {made[0]['rule']} "
+                                f"({len(made)} job record(s))"
+                                if state == "deleted"
+                                else "",
+                                f"{len(old)} stale file(s) beside: cellstrata clean-stale"
+                                if old
+                                else "",
+                            )
+                            if note
                         ),
                     }
                 )
