@@ -187,6 +187,18 @@ def plate_root(wildcards):
     return PLATES[wildcards.plate]["images"]
 
 
+def image_root(wildcards):
+    """The image root as an input of the rules that read images, flagged ancient.
+
+    Its own time changes with any file added to or removed from it (a notes.txt), which says
+    nothing about the images: params.image_files of rule ingest does (added, removed or
+    changed images re-run the plate). It stays an input so that a clone without the images (a
+    collaborator who pulled results only) has no job that needs them: Snakemake drops such a
+    job and the pulled outputs stand in.
+    """
+    return ancient(plate_root(wildcards))
+
+
 def platemap_of(wildcards):
     return PLATES[wildcards.plate]["platemap"]
 

@@ -2,7 +2,7 @@ rule illumination:
     input:
         manifest="results/manifest/{plate}.parquet",
         # The image root, not each image (why: rules/ingest.smk).
-        images=plate_root,
+        images=image_root,
     output:
         retained("illumination", "results/illumination/{plate}/{channel}.tiff"),
         provenance="results/provenance/{plate}/illumination/{channel}.json",
@@ -30,7 +30,7 @@ rule correct:
         unpack(illumination_functions),
         manifest="results/manifest/{plate}.parquet",
         # The image root, not each image (why: rules/ingest.smk).
-        images=plate_root,
+        images=image_root,
         qc="results/qc/{plate}.parquet",
     output:
         retained("corrected", directory("results/corrected/{plate}/{batch}")),

@@ -4,10 +4,10 @@
 # ingest and all after it; the provenance record lists each image with its MD5.
 rule ingest:
     input:
-        # The image root itself (here and in qc, illumination, correct): absent in a
-        # collaborator's clone that pulled results only, so no image level is rebuilt there.
-        images=plate_root,
-        platemap=platemap_of,
+        # The image root itself (here and in qc, illumination, correct; its time ignored):
+        # absent in a collaborator's clone that pulled results only, so no image level is
+        # rebuilt there. No platemap: ingest does not read it (rule profiles does).
+        images=image_root,
     output:
         retained("manifest", "results/manifest/{plate}.parquet"),
         provenance="results/provenance/{plate}/ingest.json",

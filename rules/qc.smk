@@ -2,7 +2,7 @@ rule qc:
     input:
         manifest="results/manifest/{plate}.parquet",
         # The image root, not each image (why: rules/ingest.smk).
-        images=plate_root,
+        images=image_root,
     output:
         retained("qc", "results/qc/{plate}.parquet"),
         provenance="results/provenance/{plate}/qc.json",

@@ -11,6 +11,8 @@ rule summary:
         experiment=config["experiment"],
         retention=config["retention"],
         version=next(iter(SEGMENTATIONS)),
+        # Every current version: batch files of theirs no current job makes are stale.
+        versions=list(SEGMENTATIONS),
         code=code_of("summary.py"),
     threads: 1
     conda:

@@ -4,7 +4,7 @@ from cellstrata.ingest import write_manifest
 from cellstrata.provenance import recorded_job
 
 # The DAG sees the image root, not each image (rules/ingest.smk); the record lists them all.
-read = [snakemake.input.platemap]
+read = []
 with recorded_job(snakemake, inputs=read):
     manifest = write_manifest(
         snakemake.wildcards.plate,

@@ -11,4 +11,5 @@ with logged(snakemake.log[0]):
         retention=snakemake.params.retention,
         version=snakemake.params.version,
         cellprofiler=snakemake.input.cellprofiler,
+        current_versions=snakemake.params.versions,
     )

@@ -185,6 +185,21 @@ def _adopt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clean_stale(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship import clean_stale
+
+    files, records = clean_stale(_config(args), args.workspace, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for path in files:
+        print(f"{verb}: {path}")
+    print(
+        f"{verb} {len(files)} stale file(s) (no current job makes them); "
+        f"{len(records)} record(s) of them {'would move' if args.dry_run else 'moved'} to "
+        "results/provenance/<plate>/stale.jsonl"
+    )
+    return 0
+
+
 def _segment_nuclei(args: argparse.Namespace) -> int:
     from cellstrata.segment import segment_directory
 
@@ -327,6 +342,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     adopt.add_argument("--plates", nargs="+", help="only these plates (default: all)")
     adopt.add_argument("--dry-run", action="store_true")
+    clean = command(
+        "clean-stale",
+        _clean_stale,
+        "remove batch files no current job makes (an old batching); their records go to "
+        "results/provenance/<plate>/stale.jsonl",
+    )
+    clean.add_argument("--dry-run", action="store_true")
     nuclei = command(
         "segment-nuclei",
         _segment_nuclei,

@@ -197,8 +197,8 @@ def recorded_job(smk: Any, inputs: Sequence[str] | None = None) -> Iterator[logg
 
     ``smk`` is the ``snakemake`` object a script receives; the record goes to its
     ``output.provenance``. Nothing is written when the job fails. ``inputs``: the files the job
-    read, where they are not its Snakemake inputs (rule ingest: the platemap and every raw
-    image, of which the DAG sees only the image root); a list the job may fill while it runs.
+    read, where they are not its Snakemake inputs (rule ingest: every raw image, of which the
+    DAG sees only the image root); a list the job may fill while it runs.
 
     The hook of the reliability suite's fault injection: see :data:`FAULT_VARIABLE`.
     """

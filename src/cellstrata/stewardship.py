@@ -7,8 +7,11 @@ frozen ``dvc.yaml`` stage generated from the config: Snakemake makes the data, D
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import getpass
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -18,12 +21,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -44,6 +48,7 @@ from cellstrata.config import (
 )
 from cellstrata.io import atomic_path
 from cellstrata.provenance import PROVENANCE_DIR, read_records, write_record
+from cellstrata.stale import STALE_LOG, stale_outputs, stale_records, visible
 
 log = logging.getLogger(__name__)
 
@@ -630,6 +635,23 @@ def archive(
         for o in tracked_outputs(config, workspace)
         if o.retention == "archive" and _present(workspace, o)
     ]
+    # DVC stores a level's whole directory: stale files in it would be archived as its data.
+    stale = stale_outputs(config, workspace)
+    blocked = [
+        f.relative_to(workspace).as_posix()
+        for o in outs
+        for f in visible(stale.get((o.plate, o.level, o.version), []))
+    ]
+    if blocked:
+        listing = "\n".join(f"  - {path}" for path in blocked[:20])
+        more = f"\n  ... and {len(blocked) - 20} more" if len(blocked) > 20 else ""
+        raise StewardshipError(
+            f"{len(blocked)} stale file(s) in the levels to archive: no current job makes them "
+            "(an old batching: batching.wells_per_job changed or a well's images were removed), "
+            f"and archiving would store them as the level's data:\n{listing}{more}\n"
+            "See them with `cellstrata clean-stale --dry-run`, remove them with "
+            "`cellstrata clean-stale`, then archive; nothing was archived or removed."
+        )
     if not outs:
         return outs
     # The dry run checks what the real run needs, so "would archive" means it would.
@@ -707,15 +729,9 @@ def pull(
     return targets
 
 
-def restore_mtimes(workspace: str | os.PathLike, paths: Sequence[str]) -> int:
-    """Give pulled files modification times in the order their jobs ran; return how many.
-
-    Outputs get their job's recorded end time (a record file too), a directory output's
-    ``.snakemake_timestamp`` the newest time beside it, and files no job made (platemaps, raw
-    images) a time before every output, as sources. All times are shifted together so the
-    newest is now.
-    """
-    workspace = Path(workspace)
+def _recorded_ends(workspace: Path) -> dict[str, float]:
+    """Recorded end time of the job behind each output and record file (workspace-relative
+    paths); a directory's ``.snakemake_timestamp`` gets the newest end of the outputs in it."""
     ends: dict[str, float] = {}
     for record_file in sorted(Path(workspace, "results", "provenance").rglob("*.json")):
         record = json.loads(record_file.read_text())
@@ -723,6 +739,65 @@ def restore_mtimes(workspace: str | os.PathLike, paths: Sequence[str]) -> int:
         ends[record_file.relative_to(workspace).as_posix()] = end
         for output in record["outputs"]:
             ends[output["path"]] = end
+    directories: dict[str, float] = {}
+    for path, end in ends.items():
+        for parent in Path(path).parents[:-1]:
+            key = f"{parent.as_posix()}/.snakemake_timestamp"
+            directories[key] = max(end, directories.get(key, end))
+    return {**directories, **ends}
+
+
+def _clock(anchors: Sequence[tuple[float, float]], newest: float) -> Callable[[float], float]:
+    """Map recorded end times onto this workspace's file times, keeping their order.
+
+    ``anchors``: (recorded end, modification time) of the outputs in the workspace that are
+    not being restored. A time maps to no later than every anchor of a later end (the
+    outputs made from it stay up to date) and no earlier than every anchor of an earlier end
+    (it stays up to date with what it was made from); between anchors it is interpolated,
+    after the last one it advances as recorded, up to now. Without anchors, all times shift
+    together so that ``newest`` is now.
+    """
+    now = time.time()
+    if not anchors:
+        return lambda end: end + now - newest
+    by_end: dict[float, list[float]] = {}
+    for end, mtime in anchors:
+        by_end.setdefault(end, []).append(mtime)
+    ends = sorted(by_end)
+    # lows[i]: the newest anchor up to ends[i]; highs[i]: the oldest from ends[i] on.
+    lows = list(itertools.accumulate((max(by_end[e]) for e in ends), max))
+    highs = list(itertools.accumulate((min(by_end[e]) for e in reversed(ends)), min))[::-1]
+    xs, ys = [*ends], [*highs]
+    if newest > ends[-1]:
+        xs.append(newest)
+        ys.append(max(lows[-1], min(now, lows[-1] + newest - ends[-1])))
+
+    def clock(end: float) -> float:
+        stamp = ys[0] - (xs[0] - end) if end < xs[0] else float(np.interp(end, xs, ys))
+        before = bisect.bisect_left(ends, end)
+        if before:
+            stamp = max(stamp, lows[before - 1])
+        after = bisect.bisect_right(ends, end)
+        if after < len(ends):
+            stamp = min(stamp, highs[after])
+        return stamp
+
+    return clock
+
+
+def restore_mtimes(workspace: str | os.PathLike, paths: Sequence[str]) -> int:
+    """Give pulled files modification times in the order their jobs ran; return how many.
+
+    Outputs get their job's recorded end time (a record file too), a directory output's
+    ``.snakemake_timestamp`` the newest time beside it, and files no job made (platemaps, raw
+    images) a time before every output, as sources. These times are then anchored to the
+    outputs already in the workspace (:func:`_clock`): a pulled file is never newer than an
+    output of a later job there, so pulling a level back into a complete workspace makes
+    nothing look out of date; with nothing there (a collaborator's clone), the newest pulled
+    file is now.
+    """
+    workspace = Path(workspace)
+    ends = _recorded_ends(workspace)
     files = []
     for path in paths:
         full = workspace / path
@@ -733,21 +808,62 @@ def restore_mtimes(workspace: str | os.PathLike, paths: Sequence[str]) -> int:
         relative = file.relative_to(workspace).as_posix()
         if relative in ends:
             stamped[file] = ends[relative]
-        elif file.name == ".snakemake_timestamp":
-            prefix = file.parent.relative_to(workspace).as_posix() + "/"
-            beside = [end for path, end in ends.items() if path.startswith(prefix)]
-            if beside:
-                stamped[file] = max(beside)
-        else:
+        elif file.name != ".snakemake_timestamp":
             sources.append(file)
     if not stamped:
         return 0
-    earliest = min(stamped.values()) - 1
-    stamped.update(dict.fromkeys(sources, earliest))
-    shift = time.time() - max(stamped.values())
-    for file, stamp in stamped.items():
-        os.utime(file, (stamp + shift, stamp + shift))
+    stamped.update(dict.fromkeys(sources, min(stamped.values()) - 1))
+    pulled = {file.relative_to(workspace).as_posix() for file in files}
+    anchors = []
+    for path, end in ends.items():
+        if path not in pulled:
+            with contextlib.suppress(OSError):  # not in the workspace: no anchor
+                anchors.append((end, (workspace / path).stat().st_mtime))
+    clock = _clock(anchors, max(stamped.values()))
+    for file, end in stamped.items():
+        stamp = clock(end)
+        os.utime(file, (stamp, stamp))
     return len(stamped)
+
+
+def clean_stale(
+    config: Mapping[str, Any], workspace: str | os.PathLike = ".", *, dry_run: bool = False
+) -> tuple[list[str], list[str]]:
+    """Remove stale batch files (:mod:`cellstrata.stale`): files in the plate directories of
+    the current versions whose batch no current job makes, and their provenance records.
+
+    The records leave the live record tree (status, the DAG without images and the
+    provenance table read it) for the plate's ``stale.jsonl``, one line each with the time of
+    removal, so what existed stays known. Nothing a current job makes is touched.
+
+    Returns
+    -------
+    tuple of list of str
+        The files removed and the records moved (or that would be, with ``dry_run``),
+        workspace-relative.
+    """
+    workspace = Path(workspace)
+    files = [f for group in stale_outputs(config, workspace).values() for f in group]
+    records = [r for p in config["plates"] for r in stale_records(config, p["name"], workspace)]
+    if not dry_run:
+        removed = datetime.now().astimezone().isoformat(timespec="seconds")
+        # Records first: an interrupted clean leaves files still found stale, never a file
+        # whose record was lost.
+        for record in records:
+            plate = record.relative_to(workspace / "results" / "provenance").parts[0]
+            log_path = workspace / STALE_LOG.format(plate=plate)
+            entry = {"removed": removed, "record": json.loads(record.read_text())}
+            with open(log_path, "a") as log_file:
+                log_file.write(json.dumps(entry, sort_keys=True) + "\n")
+            record.unlink()
+        for file in files:
+            file.unlink()
+        # The emptied batch directories (masks, corrected) go too.
+        for directory in sorted({f.parent for f in files}, key=lambda d: -len(d.parts)):
+            with contextlib.suppress(OSError):  # not empty: a level's plate directory
+                directory.rmdir()
+    relative = [f.relative_to(workspace).as_posix() for f in files]
+    return relative, [r.relative_to(workspace).as_posix() for r in records]
 
 
 def check_retention(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> None:
@@ -871,6 +987,8 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
     locked = locked_outputs(workspace)
     tracked = {(o.level, o.plate, o.version): o for o in tracked_outputs(config, workspace)}
     extra = extra_versions(config, workspace, records)
+    # Batch files of an old batching: reported apart, never counted as the level's data.
+    stale = {key: visible(files) for key, files in stale_outputs(config, workspace).items()}
     rows = []
     for plate in (p["name"] for p in config["plates"]):
         for level in LEVELS:
@@ -880,6 +998,9 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
             versions = plate_level_versions(config, plate, level) + extra.get((plate, level), [])
             for version in versions:
                 files, size = disk_usage(workspace / level_path(level, plate, version))
+                old = stale.get((plate, level, version), [])
+                stale_bytes = sum(f.stat().st_size for f in old)
+                files, size = files - len(old), size - stale_bytes
                 made = [
                     r
                     for r in records
@@ -911,10 +1032,20 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
                         "bytes": size,
                         "remote": out.remote if out else None,
                         "on_remote": on_remote,
-                        "note": (
-                            f"reproducible from rule {made[0]['rule']} ({len(made)} job record(s))"
-                            if state == "deleted"
-                            else ""
+                        "stale_files": len(old),
+                        "stale_bytes": stale_bytes,
+                        "note": "; ".join(
+                            note
+                            for note in (
+                                f"reproducible from rule {made[0]['rule']} "
+                                f"({len(made)} job record(s))"
+                                if state == "deleted"
+                                else "",
+                                f"{len(old)} stale file(s) beside: cellstrata clean-stale"
+                                if old
+                                else "",
+                            )
+                            if note
                         ),
                     }
                 )

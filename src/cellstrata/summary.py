@@ -15,10 +15,12 @@ from cellstrata.config import (
     LEVEL_PATHS,
     LEVELS,
     RULE_LEVELS,
+    VERSIONED_LEVELS,
     retention_of,
 )
 from cellstrata.ingest import SkippedFiles
 from cellstrata.io import atomic_path
+from cellstrata.stale import BATCH_LEVELS, stale_files, visible
 from cellstrata.storage import disk_usage, human_size
 
 #: Report tables beside the profiles: what one of their rows is (a profile's row is a well).
@@ -37,11 +39,15 @@ def summarize(
     version: str,
     results: str | os.PathLike = "results",
     cellprofiler: Sequence[str | os.PathLike] = (),
+    current_versions: Sequence[str] = (),
 ) -> str:
     """Render the run summary as plain text (cell counts from segmentation ``version``).
 
     ``cellprofiler``: the features tables of plates given as CellProfiler output, whose sites
     and cells are counted from them and from their ``cellprofiler`` profiles.
+    ``current_versions``: the segmentation versions of the config (default: ``version``); batch
+    files of theirs that no batch of the manifests makes are stale (:mod:`cellstrata.stale`):
+    listed apart, not counted as the level's files.
     """
     keys = ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]
     tables = [pd.read_parquet(p) for p in manifests]
@@ -80,6 +86,8 @@ def summarize(
     lines += ["", f"{'level':<14}{'retention':<11}{'files':>7}{'size':>11}  where"]
     plates = sorted(sites["Metadata_Plate"].unique())
     workspace = Path(results).parent
+    batches = {plate: set(rows["batch"]) for plate, rows in manifest.groupby("Metadata_Plate")}
+    stale_lines = []
     for level in LEVELS:
         if level == "raw":
             files, size = len(manifest), raw_bytes
@@ -92,6 +100,25 @@ def summarize(
             files, size = sum(u[0] for u in usage), sum(u[1] for u in usage)
         policy = retention_of(retention, level)
         where = "image roots" if level == "raw" else f"{Path(*Path(LEVEL_PATHS[level]).parts[:2])}/"
+        if level in BATCH_LEVELS:
+            stale = [
+                file
+                for plate in batches
+                for level_version in (
+                    list(current_versions) or [version] if level in VERSIONED_LEVELS else [None]
+                )
+                for file in visible(
+                    stale_files(workspace, plate, level, level_version, batches[plate])
+                )
+            ]
+            if stale:
+                stale_size = sum(f.stat().st_size for f in stale)
+                files, size = files - len(stale), size - stale_size
+                stale_lines.append(
+                    f"  {len(stale)} stale file(s) in {where} ({human_size(stale_size)}), not "
+                    "counted above: no current job makes them (an old batching); remove them "
+                    "with `cellstrata clean-stale`"
+                )
         rules = [rule for rule, made in RULE_LEVELS.items() if made == level]
         recorded = any(Path(results, "provenance").glob(f"*/{rules[0]}/*")) if rules else False
         if files or level == "raw":
@@ -103,6 +130,7 @@ def summarize(
         lines.append(
             f"{level:<14}{policy:<11}{files:>7}{human_size(size):>11}  {where} {state}".rstrip()
         )
+    lines += ["", "stale outputs:", *stale_lines] if stale_lines else []
     lines += ["", "profiles written:"]
     for plate in sorted(sites["Metadata_Plate"].unique()):
         for path in sorted(Path(results, "profiles").glob(f"*/{plate}/*.parquet")):
@@ -129,6 +157,7 @@ def write_summary(
     retention: Mapping[str, Any],
     version: str,
     cellprofiler: Sequence[str | os.PathLike] = (),
+    current_versions: Sequence[str] = (),
 ) -> str:
     """Write :func:`summarize` output next to the results it describes."""
     text = summarize(
@@ -138,6 +167,7 @@ def write_summary(
         version=version,
         results=Path(output).parent,
         cellprofiler=cellprofiler,
+        current_versions=current_versions,
     )
     # Atomically, like every other output: a killed job leaves no partial summary.
     with atomic_path(output) as tmp:
