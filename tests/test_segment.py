@@ -479,7 +479,6 @@ def test_empty_nuclei_give_empty_cells():
         assert cells.dtype == np.int32 and cells.shape == (40, 50) and not cells.any()
 
 
-
 # --------------------------------------------------------------------------------------------
 # propagation (CellProfiler's IdentifySecondaryObjects method)
 # --------------------------------------------------------------------------------------------
