@@ -95,10 +95,11 @@ CELL_METHODS = ("propagation", "watershed")
 DEFAULT_CELL_METHOD = CELL_METHODS[0]
 #: CellProfiler's default regularization factor (lambda) of its propagation.
 DEFAULT_REGULARIZATION = 0.05
-# Method-dependent defaults of segment_cells: (smoothing_sigma, threshold_method). Propagation
-# takes CellProfiler's IdentifySecondaryObjects settings (no threshold smoothing, minimum
-# cross-entropy); the watershed keeps what it always used.
-_CELL_DEFAULTS = {"propagation": (0.0, "li"), "watershed": (1.0, "otsu")}
+# Method-dependent defaults of segment_cells: (smoothing_sigma, threshold_method,
+# max_distance). Propagation takes CellProfiler's IdentifySecondaryObjects settings (no
+# threshold smoothing, minimum cross-entropy, no distance limit); the watershed keeps what it
+# always used.
+_CELL_DEFAULTS = {"propagation": (0.0, "li", None), "watershed": (1.0, "otsu", 50)}
 
 # Empty-field guard (see `_noise_floor`). Default for `min_contrast`: the median foreground must
 # exceed the median background by this many pixel-noise standard deviations (of the smoothed
@@ -1102,7 +1103,7 @@ def segment_cells(
     threshold_method: str | None = None,
     threshold_correction: float = 1.0,
     regularization: float = DEFAULT_REGULARIZATION,
-    max_distance: int = 50,
+    max_distance: int | None = None,
     compactness: float = 0.01,
     min_contrast: float = DEFAULT_MIN_CONTRAST,
 ) -> np.ndarray:
@@ -1118,8 +1119,8 @@ def segment_cells(
     - ``method="watershed"``: a marker watershed on the Sobel gradient of the smoothed
       image, with ``compactness`` adding a distance-to-nucleus penalty.
 
-    Either way no cell pixel is farther than ``max_distance`` from its own nucleus, and an
-    image that fails the empty-field guard (no contrast) falls back to expansion.
+    Either way no cell pixel is farther than ``max_distance`` (if set) from its own nucleus,
+    and an image that fails the empty-field guard (no contrast) falls back to expansion.
 
     Parameters
     ----------
@@ -1145,8 +1146,9 @@ def segment_cells(
     regularization : float, default 0.05
         Propagation only: CellProfiler's regularization factor lambda; 0 follows the image
         alone, large values split touching cells halfway between their nuclei.
-    max_distance : int, default 50
-        No cell pixel is farther than this (Euclidean, px) from its nucleus.
+    max_distance : int, optional
+        No cell pixel is farther than this (Euclidean, px) from its nucleus. Default: no
+        limit for propagation (CellProfiler has none), 50 for the watershed.
     compactness : float, default 0.01
         Watershed only: weight on the distance from the nucleus; 0 is a plain watershed.
     min_contrast : float, default 5.0
@@ -1161,18 +1163,20 @@ def segment_cells(
     """
     if method not in CELL_METHODS:
         raise ValueError(f"cells method must be one of {', '.join(CELL_METHODS)}; got {method!r}")
-    default_sigma, default_threshold = _CELL_DEFAULTS[method]
+    default_sigma, default_threshold, default_distance = _CELL_DEFAULTS[method]
     smoothing_sigma = default_sigma if smoothing_sigma is None else smoothing_sigma
     threshold_method = default_threshold if threshold_method is None else threshold_method
+    max_distance = default_distance if max_distance is None else max_distance
     _check_threshold_args(threshold_method, threshold_correction)
     nuclei = check_labels(nuclei, "nuclei")
-    if expansion < 0 or max_distance < 0:
+    if expansion < 0 or (max_distance is not None and max_distance < 0):
         raise ValueError("expansion and max_distance must be >= 0")
+    reach = expansion if max_distance is None else min(expansion, max_distance)
     nuclei = nuclei.astype(np.int32, copy=False)
     if nuclei.max(initial=0) == 0:
         return np.zeros(nuclei.shape, dtype=np.int32)
     if image is None:
-        return _expand(nuclei, min(expansion, max_distance))
+        return _expand(nuclei, reach)
 
     image = _check_image(image, "image")
     if image.shape != nuclei.shape:
@@ -1183,15 +1187,18 @@ def segment_cells(
     )
     fg, smoothed = field.mask, field.smoothed
     if not fg.any():
-        return _expand(nuclei, min(expansion, max_distance))
+        return _expand(nuclei, reach)
     if method == "propagation":
         # The guard only tells a stained field from an empty one; the foreground is then
-        # CellProfiler's (at or above the threshold), not raised to the guard's noise floor,
-        # which would cut the dim cell edges CellProfiler keeps.
-        fg = field.smoothed >= field.threshold
+        # CellProfiler's, not raised to the guard's noise floor (which would cut the dim cell
+        # edges CellProfiler keeps): the threshold of the unsmoothed image, compared with the
+        # smoothed one, as its Threshold module does.
+        threshold = float(THRESHOLD_METHODS[threshold_method](normalized)) * threshold_correction
+        fg = field.smoothed >= threshold
         cells, _ = propagate(normalized, nuclei, fg, regularization)
         cells = _fill_labeled_holes(cells)
-        cells = _limit_distance(cells, nuclei, max_distance)
+        if max_distance is not None:
+            cells = _limit_distance(cells, nuclei, max_distance)
         # Propagation grows through 8-neighbours: a cell is one 8-connected piece.
         return _keep_nucleated(cells, nuclei, connectivity=2).astype(np.int32, copy=False)
     within = ndi.distance_transform_edt(nuclei == 0) <= max_distance
