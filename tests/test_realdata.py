@@ -266,4 +266,4 @@ def test_nf1_cell_foreground_against_cellprofilers_masks():
     )
     assert len(ious["cellprofiler"]) == 5
     assert mean["cellprofiler"] >= 0.95
-    assert mean["nf1.yaml"] >= 0.45  # what nf1.yaml reaches (0.52), not the goal
+    assert mean["nf1.yaml"] >= 0.5  # what nf1.yaml reaches (0.56), not the goal
