@@ -111,3 +111,26 @@ def test_feature_set_is_checked(tmp_path, features, message):
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match=message):
         load_config(path)
+
+
+def test_cells_method_default_makes_a_new_version_and_watershed_keeps_its_old_one(tmp_path):
+    """Propagation became the default cells method: configs taking the default get a new
+    segmentation version, one that names the watershed keeps the version it had before."""
+    from cellstrata.config import segmentation_versions
+
+    def version(cells=None, cytoplasm=None):
+        config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+        if cells is not None:
+            config["segmentation"]["cells"] = cells
+        if cytoplasm is not None:
+            config["segmentation"]["cytoplasm"] = cytoplasm
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return next(iter(segmentation_versions(load_config(path))))
+
+    watershed = {"max_distance": 30, "method": "watershed"}
+    assert version(watershed) == "classical-42f9603c"  # the version the README once showed
+    assert version() == version({"max_distance": 30, "method": "propagation"})
+    assert version() != "classical-42f9603c"
+    assert version(cytoplasm={"shrink_nuclei": False}) == version()
+    assert version(cytoplasm={"shrink_nuclei": True}) != version()

@@ -19,6 +19,7 @@ from cellstrata.segment import (
     default_min_area,
     estimate_diameter,
     match_f1,
+    propagate,
     segment_cells,
     segment_directory,
     segment_nuclei,
@@ -476,6 +477,129 @@ def test_empty_nuclei_give_empty_cells():
     nuclei = np.zeros((40, 50), np.int32)
     for cells in (segment_cells(nuclei, image), segment_cells(nuclei)):
         assert cells.dtype == np.int32 and cells.shape == (40, 50) and not cells.any()
+
+
+# --------------------------------------------------------------------------------------------
+# propagation (CellProfiler's IdentifySecondaryObjects method)
+# --------------------------------------------------------------------------------------------
+
+
+def _propagation_inputs(seed, shape=(48, 64)):
+    """A smooth random image, a blobby mask and seeds partly outside the mask."""
+    rng = np.random.default_rng(seed)
+    image = ndi.gaussian_filter(rng.random(shape), 2) + 0.02 * rng.random(shape)
+    blobs = ndi.gaussian_filter(rng.random(shape), 4)
+    mask = blobs > np.quantile(blobs, 0.4)
+    labels = np.zeros(shape, np.int32)
+    for k, (y, x) in enumerate(rng.integers(3, np.array(shape) - 3, size=(9, 2)), start=1):
+        labels[disk((y, x), rng.integers(1, 4), shape=shape)] = k
+    return image, labels, mask
+
+
+@pytest.mark.parametrize("regularization", [0.0, 0.05, 1.0, 10.0])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_propagate_is_cellprofilers(seed, regularization):
+    """Our propagation equals CellProfiler's own (centrosome, which cp_measure installs)."""
+    centrosome = pytest.importorskip("centrosome.propagate")
+    image, labels, mask = _propagation_inputs(seed)
+    assert 0.2 < mask.mean() < 0.8 and (labels > 0).any() and (labels[~mask] > 0).any()
+    ours, distances = propagate(image, labels, mask, regularization)
+    theirs, their_distances = centrosome.propagate(image, labels, mask, regularization)
+    np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_allclose(distances, their_distances, rtol=1e-9, atol=1e-12)
+
+
+def test_propagate_bad_arguments():
+    image, labels, mask = _propagation_inputs(0)
+    with pytest.raises(ValueError, match="shape"):
+        propagate(image[:-1], labels, mask, 0.05)
+    with pytest.raises(ValueError, match="regularization"):
+        propagate(image, labels, mask, -1.0)
+
+
+def test_propagation_cells_stop_at_the_threshold_and_split_at_the_dim_valley():
+    # Two cells touch; the stain dips between them, off the midline between the nuclei.
+    nuclei = np.zeros((80, 140), np.int32)
+    nuclei[disk((40, 40), 6)] = 1
+    nuclei[disk((40, 90), 6)] = 2
+    image = np.full(nuclei.shape, 0.05)
+    image[disk((40, 40), 30, shape=image.shape)] = 0.6
+    image[disk((40, 90), 24, shape=image.shape)] = 0.6
+    # The valley (above the threshold), 8 px right of the midline between the nuclei.
+    image[:, 73:75] = np.minimum(image[:, 73:75], 0.4)
+    image += np.random.default_rng(0).normal(0, 0.001, image.shape)
+    cells = segment_cells(nuclei, image, method="propagation", threshold_method="otsu")
+    _assert_cells_match_nuclei(nuclei, cells)
+    # Background stays background: the cells end where the stain ends.
+    stained = image > 0.2
+    assert not cells[~ndi.binary_dilation(stained)].any()
+    assert (cells[stained] > 0).mean() > 0.97
+    # The boundary follows the valley, not the midline at column 65.
+    assert (cells[30:50, 66:72] == 1).mean() > 0.9
+    assert (cells[30:50, 76:80] == 2).mean() > 0.9
+    # The regularization decides how much distance counts: a very large factor splits at
+    # the midline instead (CellProfiler's limit of Distance - N within the threshold).
+    cells = segment_cells(
+        nuclei, image, method="propagation", threshold_method="otsu", regularization=1e4
+    )
+    assert (cells[30:50, 67:72] == 2).mean() > 0.9
+
+
+def test_three_class_otsu_keeps_the_middle_class():
+    # Background 0.05, dim cytoplasm 0.3, bright cytoplasm 0.8: three-class Otsu with the
+    # middle class as foreground keeps the dim cell; two-class Otsu loses most of it.
+    nuclei = np.zeros((80, 140), np.int32)
+    nuclei[disk((40, 35), 6)] = 1
+    nuclei[disk((40, 105), 6)] = 2
+    image = np.full(nuclei.shape, 0.05)
+    image[disk((40, 35), 25, shape=image.shape)] = 0.8
+    image[disk((40, 105), 25, shape=image.shape)] = 0.3
+    image += np.random.default_rng(3).normal(0, 0.005, image.shape)
+    dim = np.zeros(nuclei.shape, bool)
+    dim[disk((40, 105), 25, shape=image.shape)] = True
+    three = segment_cells(nuclei, image, method="propagation", threshold_method="otsu3")
+    two = segment_cells(nuclei, image, method="propagation", threshold_method="otsu")
+    assert (three[dim] == 2).mean() > 0.97
+    assert (two[dim] == 2).mean() < 0.5
+
+
+def test_propagation_fills_holes_in_cells():
+    nuclei = np.zeros((60, 60), np.int32)
+    nuclei[disk((30, 30), 5)] = 1
+    image = np.full(nuclei.shape, 0.05)
+    image[disk((30, 30), 20)] = 0.7
+    image[disk((30, 44), 3)] = 0.05  # an unstained hole inside the cell
+    image += np.random.default_rng(5).normal(0, 0.005, image.shape)
+    cells = segment_cells(nuclei, image, method="propagation", threshold_method="otsu")
+    assert (cells[disk((30, 44), 3)] == 1).all()
+
+
+@pytest.mark.parametrize("method", ["propagation", "watershed"])
+def test_cells_methods_keep_the_shared_contract(method):
+    nuclei_image, cyto_image, cyto_truth = _cell_scene()
+    nuclei = segment_nuclei(nuclei_image, diameter=14)
+    cells = segment_cells(nuclei, cyto_image, method=method, max_distance=12)
+    _assert_cells_match_nuclei(nuclei, cells)
+    for k in range(1, 7):
+        assert ndi.distance_transform_edt(nuclei != k)[cells == k].max() <= 12
+    with pytest.raises(ValueError, match="method"):
+        segment_cells(nuclei, cyto_image, method="voronoi")
+    with pytest.raises(ValueError, match="threshold_method"):
+        segment_cells(nuclei, cyto_image, method=method, threshold_method="otsu4")
+
+
+def test_cytoplasm_keeps_the_nuclear_outline_when_asked():
+    """CellProfiler's IdentifyTertiaryObjects, "shrink smaller object": the nucleus minus its
+    outline is removed, so the one-pixel nuclear rim stays in the cytoplasm."""
+    outline = pytest.importorskip("centrosome.outline").outline
+    nuclei_image, cyto_image, _ = _cell_scene()
+    nuclei = segment_nuclei(nuclei_image, diameter=14)
+    cells = segment_cells(nuclei, cyto_image)
+    cyto = cytoplasm(nuclei, cells, shrink_nuclei=True)
+    rim = outline(nuclei) > 0
+    np.testing.assert_array_equal(cyto[rim], cells[rim])
+    assert not cyto[(nuclei > 0) & ~rim].any()
+    np.testing.assert_array_equal(cyto[nuclei == 0], cells[nuclei == 0])
 
 
 # --------------------------------------------------------------------------------------------

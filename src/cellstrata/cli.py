@@ -332,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stop keeping a segmentation version the config no longer makes: push and verify its "
         "kept/archived outputs, then remove them locally and from dvc.yaml",
     )
-    retire.add_argument("version", help="e.g. classical-42f9603c (see cellstrata status)")
+    retire.add_argument("version", help="e.g. classical-06db907c (see cellstrata status)")
     retire.add_argument("--dry-run", action="store_true")
     adopt = command(
         "adopt",

@@ -154,7 +154,7 @@ def check_config(config: dict[str, Any]) -> None:
         from cellstrata.segment import check_cellpose_options, check_site_params
 
         try:
-            check_site_params(params.get("nuclei"), params.get("cells"))
+            check_site_params(params.get("nuclei"), params.get("cells"), params.get("cytoplasm"))
             if params["method"] == "cellpose":
                 check_cellpose_options(params["cellpose"], cell_channel=params["cell_channel"])
         except ValueError as err:
@@ -331,11 +331,20 @@ def _version_params(params: dict[str, Any]) -> dict[str, Any]:
     they were before the cellpose method existed; a cellpose version drops the classical
     nucleus parameters, and the cell parameters when a cell model makes the cells.
     """
+    from cellstrata.segment import DEFAULT_CELL_METHOD, CellposeOptions
+
     params = dict(params)
+    # The cytoplasm block at its default (all nuclear pixels removed) is left out, so versions
+    # made before it existed keep their hashes.
+    if not (params.get("cytoplasm") or {}).get("shrink_nuclei"):
+        params.pop("cytoplasm", None)
+    if params.get("cell_channel") is not None and params.get("cells") is not None:
+        # The cells method is named even where the default was taken, so a new default makes
+        # a new version (see _version_tag).
+        params["cells"] = {"method": DEFAULT_CELL_METHOD, **params["cells"]}
     if params["method"] != "cellpose":
         params.pop("cellpose", None)
         return params
-    from cellstrata.segment import CellposeOptions
 
     params["cellpose"] = {**CellposeOptions().as_dict(), **(params.get("cellpose") or {})}
     params.pop("nuclei", None)
@@ -345,6 +354,11 @@ def _version_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _version_tag(params: dict[str, Any]) -> str:
+    cells = params.get("cells")
+    if isinstance(cells, dict) and cells.get("method") == "watershed":
+        # The watershed was the only cells method before propagation: hashed without its
+        # name, a watershed version keeps the tag (and outputs) it had then.
+        params = {**params, "cells": {k: v for k, v in cells.items() if k != "method"}}
     digest = hashlib.md5(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
     return f"{params['method']}-{digest}"
 
