@@ -20,9 +20,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import example_config, main_version, run_snakemake
+from conftest import main_version, run_snakemake
 
 from cellstrata.example import generate_example
+from reliability.test_stewardship_faults import (
+    _base_config as stewardship_config,
+)
 from reliability.test_stewardship_faults import (
     _cellstrata,
     _fingerprints,
@@ -45,16 +48,12 @@ def _umask(mask: int) -> Iterator[None]:
 
 
 def _base_config(data: Path) -> dict:
-    config = example_config(data)
-    # Inside the workspace, as in a lab's clone: a copy of the run carries its own platemap.
+    """The stewardship suite's tiny config, without crops (a copy of the run carries its own
+    platemap, inside the workspace as in a lab's clone)."""
+    config = stewardship_config(data)
     config["plates"] = [
         {"name": PLATE, "images": str(data / "images" / PLATE), "platemap": "platemap.csv"}
     ]
-    config["batching"] = {"wells_per_job": 3}
-    config["features"] = {"groups": ["AreaShape", "Intensity"]}
-    config["illumination"] = {"smoothing": "gaussian", "filter_size": 16}
-    config["segmentation"]["nuclei"] = {"diameter": 5}
-    config["segmentation"]["cells"] = {"max_distance": 8}
     config["crops"] = {"enabled": False}
     config["retention"] = {"levels": {"corrected": "delete", "masks": "keep", "features": "keep"}}
     return config

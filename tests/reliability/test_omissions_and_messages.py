@@ -31,6 +31,9 @@ from cellstrata.example import generate_example
 from cellstrata.ingest import IngestError, write_manifest
 
 from .test_stewardship_faults import (
+    _base_config as stewardship_config,
+)
+from .test_stewardship_faults import (
     _cellstrata,
     _remote_dirs,
     _state,
@@ -46,15 +49,12 @@ UNMATCHED = f"{PLATE}_A02_s1_w1_thumb.tif"  # the pattern does not match
 
 
 def _base_config(data: Path) -> dict:
-    config = example_config(data)
+    """The stewardship suite's tiny config, without crops (a copy of the run carries its own
+    platemap, inside the workspace as in a lab's clone)."""
+    config = stewardship_config(data)
     config["plates"] = [
         {"name": PLATE, "images": str(data / "images" / PLATE), "platemap": "platemap.csv"}
     ]
-    config["batching"] = {"wells_per_job": 3}
-    config["features"] = {"groups": ["AreaShape", "Intensity"]}
-    config["illumination"] = {"smoothing": "gaussian", "filter_size": 16}
-    config["segmentation"]["nuclei"] = {"diameter": 5}
-    config["segmentation"]["cells"] = {"max_distance": 8}
     config["crops"] = {"enabled": False}
     config["retention"] = {"levels": {"corrected": "delete", "features": "archive"}}
     return config
