@@ -524,7 +524,7 @@ def test_cellpose_versions_and_their_parameters(tmp_path):
     assert tags[0] == main_version(classical_only) and "cellpose" not in versions[tags[0]]
     first, second = versions[tags[1]], versions[tags[2]]
     assert tags[1].startswith("cellpose-") and tags[2].startswith("cellpose-")
-    assert "nuclei" not in first and first["cells"] == {"max_distance": 30}
+    assert "nuclei" not in first and first["cells"] == {"method": "propagation", "max_distance": 30}
     defaults = check_cellpose_options({}).as_dict()
     assert first["cellpose"] == {**defaults, "model": str(model), "gpu": True}
     assert "cells" not in second  # the cell model makes the cells

@@ -309,10 +309,13 @@ def test_kill_job_script_mid_write(workdir, example_run, version):
     assert not masks.exists()
     assert not (workdir / f"results/provenance/SYN01/segment/{version}/A01-A06.json").exists()
     check_results(workdir)
+    # The other batch's segment job may or may not have finished before Snakemake stopped
+    # (timing): what finished is never redone, what did not is done now.
+    finished = len(list((workdir / f"results/provenance/SYN01/segment/{version}").glob("*.json")))
 
     resumed = snakemake(workdir, "--cores", "2")
     assert resumed.returncode == 0, resumed.output[-4000:]
-    assert job_counts(resumed.output).get("segment") == 1
+    assert job_counts(resumed.output).get("segment") == FEATURES_AND_AFTER["features"] - finished
     assert_resumed_identical(workdir, example_run)
 
 
