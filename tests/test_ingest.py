@@ -15,7 +15,6 @@ from cellstrata.ingest import (
     build_manifest,
     normalize_well,
     scan_plate,
-    scan_plate_files,
     write_manifest,
 )
 
@@ -75,7 +74,8 @@ def test_skipped_files_are_counted_by_reason_and_kept_in_the_manifest(tmp_path):
     write_plate(tmp_path / "img", plate="P2", channels=("1", "2"))
     (tmp_path / "img/P1_A01_s1_w1_thumb.tif").write_bytes(b"")
     (tmp_path / "img/notes.txt").write_text("")
-    frame, skipped = scan_plate_files("P1", tmp_path / "img", PATTERN, CHANNELS)
+    skipped = SkippedFiles()
+    frame = scan_plate("P1", tmp_path / "img", PATTERN, CHANNELS, skipped=skipped)
     assert len(frame) == 2 * 2 * 2
     assert (skipped.pattern, skipped.channel, skipped.channel_tokens) == (1, 4, ["9"])
     assert skipped.pattern_examples == ["P1_A01_s1_w1_thumb.tif"]
@@ -90,10 +90,14 @@ def test_skipped_files_are_counted_by_reason_and_kept_in_the_manifest(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(out), manifest.reset_index(drop=True))
     assert SkippedFiles.from_manifest(out) == skipped
     # A name the pattern misses has no plate: every plate of a shared root reports it.
-    assert scan_plate_files("P2", tmp_path / "img", PATTERN, CHANNELS)[1].total == 1
+    other = SkippedFiles()
+    scan_plate("P2", tmp_path / "img", PATTERN, CHANNELS, skipped=other)
+    assert other.total == 1
     # Nothing skipped: no line.
     write_plate(tmp_path / "clean", plate="P3")
-    assert scan_plate_files("P3", tmp_path / "clean", PATTERN, CHANNELS)[1].describe("P3") is None
+    clean = SkippedFiles()
+    scan_plate("P3", tmp_path / "clean", PATTERN, CHANNELS, skipped=clean)
+    assert clean.describe("P3") is None
 
 
 def test_missing_channel_is_named(tmp_path):

@@ -167,12 +167,12 @@ def scan_plate(
     channels: Mapping[str, str],
     *,
     extensions: Sequence[str] = (".tif", ".tiff"),
+    skipped: SkippedFiles | None = None,
 ) -> pd.DataFrame:
     """List a plate's images and parse plate/well/site/channel from their paths.
 
     Only names are read here (it runs when Snakemake builds its DAG); file contents are
-    checked by :func:`inspect_images`. :func:`scan_plate_files` also says which image files
-    were skipped.
+    checked by :func:`inspect_images`.
 
     Parameters
     ----------
@@ -186,28 +186,16 @@ def scan_plate(
         Channel token in the file name -> channel name. Tokens not listed are ignored.
     extensions : Sequence[str]
         File extensions considered (case-insensitive).
+    skipped : SkippedFiles, optional
+        Filled with the image files not used. Files of another plate (a ``plate`` group
+        naming another plate in a shared root) and files without an image extension are not
+        counted as skipped.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``Metadata_Plate, Metadata_Well, Metadata_Site, channel, channel_token, path``,
         sorted by well, site and channel order.
-    """
-    return scan_plate_files(plate, root, pattern, channels, extensions=extensions)[0]
-
-
-def scan_plate_files(
-    plate: str,
-    root: str | os.PathLike,
-    pattern: str,
-    channels: Mapping[str, str],
-    *,
-    extensions: Sequence[str] = (".tif", ".tiff"),
-) -> tuple[pd.DataFrame, SkippedFiles]:
-    """:func:`scan_plate`, and the image files it skipped (:class:`SkippedFiles`).
-
-    Files of another plate (a ``plate`` group naming another plate in a shared root) and
-    files without an image extension are not counted as skipped.
     """
     root = Path(root)
     if not root.is_dir():
@@ -227,7 +215,7 @@ def scan_plate_files(
         "_order": [],
     }
     wells: dict[tuple[str | None, str | None, str | None], str] = {}
-    skipped = SkippedFiles()
+    skipped = SkippedFiles() if skipped is None else skipped
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         directory = Path(dirpath)
@@ -279,7 +267,7 @@ def scan_plate_files(
         )
     frame = pd.DataFrame({"Metadata_Plate": plate, **columns})
     frame = frame.sort_values(["Metadata_Well", "Metadata_Site", "_order"], kind="stable")
-    return frame.drop(columns="_order").reset_index(drop=True), skipped
+    return frame.drop(columns="_order").reset_index(drop=True)
 
 
 def assign_batches(frame: pd.DataFrame, wells_per_job: int = 1) -> pd.DataFrame:
@@ -466,7 +454,8 @@ def _manifest(
     wells_per_job: int,
     require_all_sites: bool,
 ) -> tuple[pd.DataFrame, SkippedFiles]:
-    frame, skipped = scan_plate_files(plate, root, pattern, channels, extensions=extensions)
+    skipped = SkippedFiles()
+    frame = scan_plate(plate, root, pattern, channels, extensions=extensions, skipped=skipped)
     if skipped.total:
         log.warning("%s", skipped.describe(plate))
     check_complete(frame, list(channels.values()), require_all_sites=require_all_sites)

@@ -162,17 +162,22 @@ def extra_versions(
 
 
 def tracked_outputs(
-    config: Mapping[str, Any], workspace: str | os.PathLike = "."
+    config: Mapping[str, Any],
+    workspace: str | os.PathLike = ".",
+    *,
+    extra: Mapping[tuple[str | None, str], list[str]] | None = None,
 ) -> list[TrackedOutput]:
     """Every DVC output of the workspace, in a stable order: what the config asks for, and
-    the versions it no longer makes that the workspace still holds (:func:`extra_versions`).
+    the versions it no longer makes that the workspace still holds (``extra``, by default
+    :func:`extra_versions`; a caller that has them already passes them).
 
     Raw images and platemaps are tracked only when they lie inside the workspace (DVC cannot
     track files elsewhere); levels with retention ``delete`` are never tracked.
     """
     workspace = Path(workspace)
     retention = config["retention"]
-    extra = extra_versions(config, workspace)
+    if extra is None:
+        extra = extra_versions(config, workspace)
     outputs: list[TrackedOutput] = []
     platemaps: dict[str, None] = {}
     for plate in config["plates"]:
@@ -985,8 +990,11 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
     workspace = Path(workspace)
     records = read_records(workspace / "results")
     locked = locked_outputs(workspace)
-    tracked = {(o.level, o.plate, o.version): o for o in tracked_outputs(config, workspace)}
+    # The records are read once: the versions they name serve the tracked outputs too.
     extra = extra_versions(config, workspace, records)
+    tracked = {
+        (o.level, o.plate, o.version): o for o in tracked_outputs(config, workspace, extra=extra)
+    }
     # Batch files of an old batching: reported apart, never counted as the level's data.
     stale = {key: visible(files) for key, files in stale_outputs(config, workspace).items()}
     rows = []
@@ -1104,6 +1112,7 @@ def retire(
     if present:
         stages = [o.stage for o in present]
         try:
+            check_dvc_ready(workspace, present)
             check_directory_remotes(config, workspace, roles={o.remote for o in present})
             _dvc(workspace, "commit", "--force", *stages)
             _dvc(workspace, "push", *stages)

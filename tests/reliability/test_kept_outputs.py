@@ -48,12 +48,8 @@ def _umask(mask: int) -> Iterator[None]:
 
 
 def _base_config(data: Path) -> dict:
-    """The stewardship suite's tiny config, without crops (a copy of the run carries its own
-    platemap, inside the workspace as in a lab's clone)."""
-    config = stewardship_config(data)
-    config["plates"] = [
-        {"name": PLATE, "images": str(data / "images" / PLATE), "platemap": "platemap.csv"}
-    ]
+    """The stewardship suites' tiny config of this plate, without crops."""
+    config = stewardship_config(data, PLATE)
     config["crops"] = {"enabled": False}
     config["retention"] = {"levels": {"corrected": "delete", "masks": "keep", "features": "keep"}}
     return config

@@ -37,10 +37,12 @@ PLATE = "ST1"
 BUCKET = "lab-bucket"
 
 
-def _base_config(data: Path) -> dict:
+def _base_config(data: Path, plate: str = PLATE) -> dict:
+    """The tiny config of the stewardship suites, its platemap inside the workspace (a copy of
+    the run carries it, as in a lab's clone)."""
     config = example_config(data)
     config["plates"] = [
-        {"name": PLATE, "images": str(data / "images" / PLATE), "platemap": "platemap.csv"}
+        {"name": plate, "images": str(data / "images" / plate), "platemap": "platemap.csv"}
     ]
     config["batching"] = {"wells_per_job": 3}
     config["features"] = {"groups": ["AreaShape", "Intensity"]}
