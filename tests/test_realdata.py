@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import tifffile
 import yaml
-from conftest import REPO, main_version, run_snakemake, shared
+from conftest import REPO, benchmark, main_version, run_snakemake, shared
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 from skimage.segmentation import clear_border
@@ -69,6 +69,23 @@ def test_bbbc013_quality_tables(bbbc013_run):
     assert activity.loc[1, "mean_average_precision"] < 0.8
     counts = pd.read_parquet(experiment / "cell_counts.parquet")
     assert len(counts) == 48
+
+
+def test_bbbc013_readout_chosen_out_of_sample(bbbc013_run):
+    """The configured readout is the one benchmarks/readout_selection.py picks, and its
+    leave-one-row-out Z' (pooled held-out control wells) is the headline figure."""
+    selection = benchmark("readout_selection")
+    profiles = pd.read_parquet(bbbc013_run / "BBBC013_annotated.parquet")
+    out_of_sample, folds = selection.leave_one_row_out(profiles, selection.CANDIDATES)
+    chosen, in_sample = selection.best_readout(profiles, selection.CANDIDATES)
+    for fold in folds:
+        print(f"\nheld-out row {fold['row']}: {fold['readout']} ({fold['train_zprime']:.3f})")
+    print(f"BBBC013 Z' out of sample {out_of_sample:.3f}; in sample {in_sample:.3f} ({chosen})")
+    config = yaml.safe_load((REPO / "config/examples/bbbc013.yaml").read_text())
+    configured = {"transform": None, **config["quality"]["readout"]}
+    assert selection.CANDIDATES[chosen] == configured
+    assert [fold["row"] for fold in folds] == ["A", "B", "C", "D"]
+    assert out_of_sample >= 0.85
 
 
 def test_bbbc013_cell_counts_plausible(bbbc013_run):
