@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -44,8 +45,10 @@ def run_example(workspace: Path, cores: int) -> None:
         [_bin("snakemake"), "--cores", str(cores), "--quiet"],
         [_bin("cellstrata"), "dvc", "setup"],
     ]
+    # The package of the workspace's own commit, whatever the venv's editable install points at.
+    env = {**os.environ, "PYTHONPATH": str(workspace.resolve() / "src")}
     for step in steps:
-        subprocess.run(step, cwd=workspace, check=True)
+        subprocess.run(step, cwd=workspace, check=True, env=env)
 
 
 def digests(workspace: Path) -> list[tuple[str, str]]:
