@@ -177,6 +177,34 @@ def test_code_files_follow_names_not_files(tmp_path):
 
 
 @pytest.mark.case("10", "a change re-runs only what it affects (params, script, package code)")
+def test_moved_code_keeps_its_digest(tmp_path):
+    """Reorganising the package re-runs nothing: a function moved to a module of a
+    subpackage (its caller importing it from there) and a new comment keep the digest; an
+    edit of the moved function's body changes it."""
+    package = tmp_path / "src" / "pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text(
+        "from pkg.b import work\n\n\ndef used():\n    return work() + 1\n"
+    )
+    (package / "b.py").write_text("def work():\n    return 1\n\n\ndef other():\n    return 2\n")
+    script = tmp_path / "script.py"
+    script.write_text("from pkg.a import used\n\nused()\n")
+    before = CodeDigests(tmp_path / "src", "pkg")(script)
+
+    (package / "sub").mkdir()
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "work.py").write_text("# Moved here.\ndef work():\n    return 1\n")
+    (package / "b.py").write_text("def other():\n    return 2\n")
+    (package / "a.py").write_text(
+        "from pkg.sub.work import work\n\n\ndef used():\n    return work() + 1  # why\n"
+    )
+    assert CodeDigests(tmp_path / "src", "pkg")(script) == before
+    (package / "sub" / "work.py").write_text("def work():\n    return 10\n")
+    assert CodeDigests(tmp_path / "src", "pkg")(script) != before
+
+
+@pytest.mark.case("10", "a change re-runs only what it affects (params, script, package code)")
 def test_code_files_of_the_workflow_scripts():
     """The repository's scripts: segmentation reaches neither the features nor the plots
     code, the features script reaches every measurement module."""
