@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import hashlib
 import os
 from pathlib import Path
@@ -30,6 +31,12 @@ def export_source(src: str) -> None:
 # validation functions, so a file-level import closure would put features.py behind every rule
 # that writes a provenance record (they all use config.retention_of) and an edit of it would
 # re-run the whole workflow.
+#
+# The digest is of the code reached, not of the files that hold it: the statements (functions,
+# classes, module-level code) the script's names reach, with their import statements left out.
+# A function moved to another module (its callers importing it from there) keeps every digest,
+# so reorganising the package re-runs nothing in a lab's workspace; an edit of code a rule runs
+# still changes its digest. Comments and layout are not code (ast.unparse drops them).
 
 _FUNCTION = (ast.FunctionDef, ast.AsyncFunctionDef)
 
@@ -93,6 +100,8 @@ class _Reach:
         self.modules: dict[str, _Module | None] = {}
         self.reached: set[str] = set()
         self.symbols: set[tuple[str, str]] = set()
+        # The source text (imports left out) of every piece of code scanned.
+        self.code: set[str] = set()
 
     def load(self, name: str) -> _Module | None:
         if name not in self.modules:
@@ -165,6 +174,8 @@ class _Reach:
 
     def scan(self, module: _Module, node: ast.AST) -> None:
         """Follow every module-level name and every package import read under ``node``."""
+        if not isinstance(node, ast.Import | ast.ImportFrom):
+            self.code.add(_code_text(node))
         for item in ast.walk(node):
             if isinstance(item, ast.Name) and item.id in module.bindings:
                 self.symbol(module.name, item.id)
@@ -172,6 +183,34 @@ class _Reach:
                 # An import inside a function: whatever it names is used there.
                 for target, imported in self.imported(item, module):
                     self.symbol(target, imported)
+
+
+class _Imports(ast.NodeTransformer):
+    """Import statements replaced by ``pass``: where a name comes from is not code."""
+
+    def visit_Import(self, node: ast.AST) -> ast.AST:
+        return ast.Pass()
+
+    visit_ImportFrom = visit_Import
+
+
+def _code_text(node: ast.AST) -> str:
+    """The source of ``node`` without comments, layout and import statements."""
+    return ast.unparse(_Imports().visit(copy.deepcopy(node)))
+
+
+def _reach(script: str | os.PathLike, src: str | os.PathLike, package: str, parsed) -> _Reach:
+    reach = _Reach(Path(src), package)
+    if parsed is not None:
+        reach.modules = parsed
+    script_module = _Module("__script__", Path(script))
+    reach.modules["__script__"] = script_module
+    # A script runs top to bottom: every statement of it is used.
+    for statement in script_module.statements:
+        reach.scan(script_module, statement)
+    del reach.modules["__script__"]
+    reach.reached.discard("__script__")
+    return reach
 
 
 def code_files(
@@ -184,24 +223,32 @@ def code_files(
     modules its imports reach, followed name by name through functions, classes and
     module-level code (imports inside functions included). Sorted paths. ``parsed``: a dict
     that keeps parsed modules between calls (see :class:`CodeDigests`)."""
-    reach = _Reach(Path(src), package)
-    if parsed is not None:
-        reach.modules = parsed
-    script_module = _Module("__script__", Path(script))
-    reach.modules["__script__"] = script_module
-    # A script runs top to bottom: every statement of it is used.
-    for statement in script_module.statements:
-        reach.scan(script_module, statement)
-    del reach.modules["__script__"]
-    reach.reached.discard("__script__")
+    reach = _reach(script, src, package, parsed)
     return sorted(reach.modules[name].path for name in reach.reached if reach.modules[name])
 
 
+def code_digest(
+    script: str | os.PathLike,
+    src: str | os.PathLike,
+    package: str = "cellstrata",
+    parsed: dict | None = None,
+) -> str:
+    """A digest of the code a Snakemake script can run (the script's own statements and the
+    package code its names reach, see :func:`code_files`), independent of which module holds
+    it: 16 hex digits."""
+    reach = _reach(script, src, package, parsed)
+    digest = hashlib.sha256()
+    for text in sorted(reach.code):
+        digest.update(text.encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 class CodeDigests:
-    """Digests of the package code each script can run (:func:`code_files`: relative paths
-    and contents), for the rules' ``params: code``: a digest changes exactly when code its
-    rule can run does. Modules are parsed once per instance, digests made once per script;
-    one instance per parse of the Snakefile (rules/common.smk), so edits between runs count."""
+    """Digests of the code each script can run (:func:`code_digest`), for the rules'
+    ``params: code``: a digest changes exactly when code its rule can run does, and not when
+    that code moves between modules. Modules are parsed once per instance, digests made once
+    per script; one instance per parse of the Snakefile (rules/common.smk), so edits between
+    runs count."""
 
     def __init__(self, src: str | os.PathLike, package: str = "cellstrata"):
         self.src, self.package = Path(src), package
@@ -211,9 +258,5 @@ class CodeDigests:
     def __call__(self, script: str | os.PathLike) -> str:
         key = str(script)
         if key not in self._digests:
-            digest = hashlib.sha256()
-            for path in code_files(script, self.src, self.package, self._parsed):
-                digest.update(path.relative_to(self.src).as_posix().encode() + b"\0")
-                digest.update(path.read_bytes() + b"\0")
-            self._digests[key] = digest.hexdigest()[:16]
+            self._digests[key] = code_digest(script, self.src, self.package, self._parsed)
         return self._digests[key]
