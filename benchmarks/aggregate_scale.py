@@ -3,9 +3,9 @@
 Generates a plate of single cells on disk (default 1,000,000 cells x 1,000 float32 features
 across the 384 wells of a plate, one Parquet file written in row groups, as a CellProfiler
 plate arrives; about 4 GB), then runs in a fresh process what the profiles rule runs:
-:func:`cellstrata.profiles.aggregate_features` (pycytominer's aggregate on streamed column
-blocks), :func:`~cellstrata.profiles.annotate_profiles` and
-:func:`~cellstrata.profiles.normalize_profiles`, and prints its wall time and peak RSS.
+:func:`cellstrata.profiles.aggregate.aggregate_features` (pycytominer's aggregate on streamed column
+blocks), :func:`~cellstrata.profiles.aggregate.annotate_profiles` and
+:func:`~cellstrata.profiles.aggregate.normalize_profiles`, and prints its wall time and peak RSS.
 
 ``--naive-cells N`` also runs pycytominer the usual way (the whole single-cell table read
 into pandas, then aggregate, annotate, normalize) on a plate of N cells, beside the streamed
@@ -85,7 +85,7 @@ def chain(directory: Path, naive: bool) -> dict[str, float]:
     """Aggregate + annotate + normalize the plate in ``directory``; wall seconds, peak RSS."""
     from pycytominer import aggregate
 
-    from cellstrata.profiles import (
+    from cellstrata.profiles.aggregate import (
         aggregate_features,
         annotate_profiles,
         mark_controls,

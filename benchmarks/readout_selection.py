@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cellstrata.profiles import CONTROL_COLUMN
-from cellstrata.quality import readout, readout_name, zprime
+from cellstrata.profiles.aggregate import CONTROL_COLUMN
+from cellstrata.profiles.quality import readout, readout_name, zprime
 
 CORE, RING = "Nuclei_Translocation_CoreMean_GFP", "Nuclei_Translocation_RingMean_GFP"
 NUCLEUS, CYTOPLASM = "Nuclei_Intensity_MeanIntensity_GFP", "Cytoplasm_Intensity_MeanIntensity_GFP"

@@ -39,10 +39,10 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from cellstrata.features import FEATURE_GROUPS, measure_site  # noqa: E402
-from cellstrata.illumination import correct_image, illumination_function, to_float  # noqa: E402
+from cellstrata.images.illumination import correct_image, illumination_function, to_float  # noqa: E402
 from cellstrata.io import read_image  # noqa: E402
 from cellstrata.segment import segment_site  # noqa: E402
+from cellstrata.singlecell.features import FEATURE_GROUPS, measure_site  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

@@ -12,8 +12,8 @@ from snakemake.utils import validate
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 
-from cellstrata.cellprofiler import CellProfilerError, source_files
-from cellstrata.cluster import check_profile_environment, gpu_gres
+from cellstrata.singlecell.cellprofiler import CellProfilerError, source_files
+from cellstrata.workflow.cluster import check_profile_environment, gpu_gres
 from cellstrata.config import (
     CELLPROFILER_BATCH,
     CELLPROFILER_VERSION,
@@ -28,20 +28,20 @@ from cellstrata.config import (
     segmentation_versions,
     version_plates,
 )
-from cellstrata.ingest import IngestError, image_signature, plate_inventory
-from cellstrata.profiles import EXPERIMENT_STEPS, check_platemaps
-from cellstrata.provenance import recorded_batches
-from cellstrata.quality import QUALITY_TABLES
+from cellstrata.images.ingest import IngestError, image_signature, plate_inventory
+from cellstrata.profiles.aggregate import EXPERIMENT_STEPS, check_platemaps
+from cellstrata.stewardship.provenance import recorded_batches
+from cellstrata.profiles.quality import QUALITY_TABLES
 from cellstrata.segment import cellpose_model_files
-from cellstrata.stewardship import check_ownership, check_retention
-from cellstrata.workflow import CodeDigests, export_source
+from cellstrata.stewardship.dvc import check_ownership, check_retention
+from cellstrata.workflow.digests import CodeDigests, export_source
 
 export_source(SRC)
 
 # Snakemake's code trigger sees a rule's script file, not the package code the script calls:
-# an edit of src/cellstrata/features.py would leave every features output stale without a
+# an edit of src/cellstrata/singlecell/features.py would leave every features output stale without a
 # word. Each rule's `params: code=code_of(<script>)` is a digest of the package modules its
-# script can reach (cellstrata.workflow.code_files), so Snakemake's params trigger re-runs
+# script can reach (cellstrata.workflow.digests.code_files), so Snakemake's params trigger re-runs
 # exactly the rules whose code changed (features.py: features and what uses its tables; plots.py:
 # the figures, never segmentation). Made once per parse of the Snakefile, on first use.
 CODE_DIGESTS = CodeDigests(SRC)

@@ -1,7 +1,7 @@
 """Snakemake script: one plate's CellProfiler output to the single-cell features level."""
 
-from cellstrata.cellprofiler import convert_plate
-from cellstrata.provenance import recorded_job
+from cellstrata.singlecell.cellprofiler import convert_plate
+from cellstrata.stewardship.provenance import recorded_job
 
 with recorded_job(snakemake):
     convert_plate(

@@ -1,7 +1,7 @@
 """Snakemake script: illumination-correct the sites of one batch."""
 
-from cellstrata.illumination import correct_plate_batch
-from cellstrata.provenance import recorded_job
+from cellstrata.images.illumination import correct_plate_batch
+from cellstrata.stewardship.provenance import recorded_job
 
 with recorded_job(snakemake):
     correct_plate_batch(

@@ -1,7 +1,7 @@
 """Snakemake script: single-cell crops of one batch (HDF5 store + index Parquet)."""
 
-from cellstrata.crops import crop_batch
-from cellstrata.provenance import recorded_job
+from cellstrata.singlecell.crops import crop_batch
+from cellstrata.stewardship.provenance import recorded_job
 
 with recorded_job(snakemake):
     crop_batch(

@@ -1,7 +1,7 @@
 """Snakemake script: single-cell embeddings of one batch's crops."""
 
-from cellstrata.embed import embed_batch
-from cellstrata.provenance import recorded_job
+from cellstrata.singlecell.embed import embed_batch
+from cellstrata.stewardship.provenance import recorded_job
 
 with recorded_job(snakemake):
     embed_batch(

@@ -1,7 +1,7 @@
 """Snakemake script: a version's plates stacked, feature-selected and summarised per treatment."""
 
-from cellstrata.profiles import write_experiment
-from cellstrata.provenance import recorded_job
+from cellstrata.profiles.aggregate import write_experiment
+from cellstrata.stewardship.provenance import recorded_job
 
 with recorded_job(snakemake):
     write_experiment(

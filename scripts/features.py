@@ -1,7 +1,7 @@
 """Snakemake script: single-cell features of one batch."""
 
-from cellstrata.features import measure_batch
-from cellstrata.provenance import recorded_job
+from cellstrata.singlecell.features import measure_batch
+from cellstrata.stewardship.provenance import recorded_job
 
 with recorded_job(snakemake):
     measure_batch(

@@ -1,7 +1,7 @@
 """Snakemake script: illumination function of one plate x channel."""
 
-from cellstrata.illumination import write_illumination
-from cellstrata.provenance import recorded_job
+from cellstrata.images.illumination import write_illumination
+from cellstrata.stewardship.provenance import recorded_job
 
 with recorded_job(snakemake):
     write_illumination(

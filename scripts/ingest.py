@@ -1,7 +1,7 @@
 """Snakemake script: build and validate the image manifest of one plate."""
 
-from cellstrata.ingest import write_manifest
-from cellstrata.provenance import recorded_job
+from cellstrata.images.ingest import write_manifest
+from cellstrata.stewardship.provenance import recorded_job
 
 # The DAG sees the image root, not each image (rules/ingest.smk); the record lists them all.
 read = []

@@ -1,7 +1,7 @@
 """Snakemake script: report figures (PNG) of one plate, or of a version's experiment."""
 
-from cellstrata.logs import logged
-from cellstrata.plots import write_experiment_figures, write_plate_figures
+from cellstrata.report.plots import write_experiment_figures, write_plate_figures
+from cellstrata.workflow.logs import logged
 
 with logged(snakemake.log[0]):
     if snakemake.rule == "experiment_figures":

@@ -1,7 +1,7 @@
 """Snakemake script: per-well profiles of one plate with pycytominer."""
 
-from cellstrata.profiles import write_profiles
-from cellstrata.provenance import recorded_job
+from cellstrata.profiles.aggregate import write_profiles
+from cellstrata.stewardship.provenance import recorded_job
 
 with recorded_job(snakemake):
     write_profiles(

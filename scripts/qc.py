@@ -1,7 +1,7 @@
 """Snakemake script: image QC of one plate (metrics and outlier flags per site and channel)."""
 
-from cellstrata.provenance import recorded_job
-from cellstrata.qc import qc_plate
+from cellstrata.images.qc import qc_plate
+from cellstrata.stewardship.provenance import recorded_job
 
 with recorded_job(snakemake):
     qc_plate(

@@ -1,7 +1,7 @@
 """Snakemake script: mAP, Z' and cell counts of a version's plates."""
 
-from cellstrata.provenance import recorded_job
-from cellstrata.quality import write_quality
+from cellstrata.profiles.quality import write_quality
+from cellstrata.stewardship.provenance import recorded_job
 
 with recorded_job(snakemake):
     write_quality(

@@ -1,7 +1,7 @@
 """Snakemake script: nuclei, cell and cytoplasm masks of one batch."""
 
-from cellstrata.provenance import recorded_job
 from cellstrata.segment import segment_batch
+from cellstrata.stewardship.provenance import recorded_job
 
 with recorded_job(snakemake):
     segment_batch(

@@ -1,7 +1,7 @@
 """Snakemake script: a short, human-readable summary of the run."""
 
-from cellstrata.logs import logged
-from cellstrata.summary import write_summary
+from cellstrata.report.summary import write_summary
+from cellstrata.workflow.logs import logged
 
 with logged(snakemake.log[0]):
     write_summary(

@@ -14,10 +14,15 @@ import yaml
 from conftest import REPO, run_snakemake, shared
 from snakemake.exceptions import WorkflowError
 
-from cellstrata.cellprofiler import CellProfilerError, check_source, convert_plate, image_metadata
 from cellstrata.config import PROFILE_STEPS, ConfigError, load_config
-from cellstrata.ingest import normalize_well
-from cellstrata.stewardship import render_dvc_yaml, status
+from cellstrata.images.ingest import normalize_well
+from cellstrata.singlecell.cellprofiler import (
+    CellProfilerError,
+    check_source,
+    convert_plate,
+    image_metadata,
+)
+from cellstrata.stewardship.dvc import render_dvc_yaml, status
 
 METADATA = ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_ObjectNumber"]
 BOOKKEEPING = ("Number_Object_Number", "ObjectNumber", "_Parent_", "_Children_", "_Z_", "Center_Z")

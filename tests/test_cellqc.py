@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellstrata.cellqc import (
+from cellstrata.profiles.cellqc import (
     DEFAULT_CONDITIONS,
     FLAG_PREFIX,
     check_conditions,

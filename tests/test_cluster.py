@@ -13,7 +13,7 @@ from conftest import REPO, assert_same_results, example_config, main_version, sn
 from slurmcluster import CPU_PARTITION, GPU_PARTITION, jobs, local_slurm, unavailable
 
 from cellstrata.cli import main
-from cellstrata.cluster import gpu_gres, install_profile, unset_variables
+from cellstrata.workflow.cluster import gpu_gres, install_profile, unset_variables
 
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None, cwd: Path | None = None):

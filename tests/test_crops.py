@@ -1,4 +1,5 @@
-"""Tests for cellstrata.crops: cell-centred single-cell crops and the per-job HDF5 store."""
+"""Tests for cellstrata.singlecell.crops: cell-centred single-cell crops and the per-job HDF5
+store."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pandas as pd
 import pytest
 import tifffile
 
-from cellstrata.crops import INDEX_COLUMNS, SITE_COLUMNS, crop_batch, crop_site
 from cellstrata.io import site_file, write_labels
+from cellstrata.singlecell.crops import INDEX_COLUMNS, SITE_COLUMNS, crop_batch, crop_site
 
 SHAPE = (40, 50)
 

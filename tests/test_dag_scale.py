@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import benchmark
 
-from cellstrata.ingest import IngestError, scan_plate
+from cellstrata.images.ingest import IngestError, scan_plate
 
 CHANNELS = {"1": "DNA", "2": "GFP"}
 NESTED = (

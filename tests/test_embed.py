@@ -14,8 +14,9 @@ import yaml
 from conftest import example_config, main_version, run_snakemake
 
 from cellstrata.config import ConfigError, load_config, plate_level_versions
-from cellstrata.crops import INDEX_COLUMNS
-from cellstrata.embed import (
+from cellstrata.profiles.aggregate import aggregate_features, embedding_rows
+from cellstrata.singlecell.crops import INDEX_COLUMNS
+from cellstrata.singlecell.embed import (
     CELL_KEYS,
     EmbeddingError,
     embed_batch,
@@ -24,8 +25,7 @@ from cellstrata.embed import (
     model_format,
     normalize_crops,
 )
-from cellstrata.profiles import aggregate_features, embedding_rows
-from cellstrata.stewardship import tracked_outputs
+from cellstrata.stewardship.dvc import tracked_outputs
 
 CHANNELS = ["DNA", "GFP", "AGP"]
 #: The test model: per-channel mean of the crop, then y = W m + b. Each channel has its own
@@ -36,7 +36,8 @@ N_CROPS = 7
 
 
 def _write_store(tmp_path, n=N_CROPS, channels=(*CHANNELS, "mask"), size=9, name="job"):
-    """A crop store in cellstrata.crops' layout; crop i, channel c is the constant 8 i + c
+    """A crop store in cellstrata.singlecell.crops' layout; crop i, channel c is the constant 8 i
+    + c
     (mask channel: 1), so the per-channel means, and the model's output, are exact."""
     crops = np.zeros((n, len(channels), size, size), np.float32)
     for i in range(n):

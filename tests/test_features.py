@@ -1,4 +1,5 @@
-"""Tests for cellstrata.features: CellProfiler-named AreaShape / Intensity / Location features."""
+"""Tests for cellstrata.singlecell.features: CellProfiler-named AreaShape / Intensity / Location
+features."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ from conftest import CELLPROFILER_CHANNELS, cellprofiler_header, shared
 from scipy import ndimage
 from skimage.segmentation import expand_labels
 
-from cellstrata import features
-from cellstrata.features import (
+from cellstrata.measure import shape
+from cellstrata.singlecell import features
+from cellstrata.singlecell.features import (
     COMPARTMENTS,
     FeatureGroup,
     feature_columns,
     measure_site,
 )
-from cellstrata.measure import shape
 
 # --------------------------------------------------------------------------------------------
 # A tiny hand-checkable site

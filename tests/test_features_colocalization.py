@@ -18,7 +18,6 @@ import scipy.stats
 from conftest import cellprofiler_header
 from skimage.segmentation import expand_labels
 
-from cellstrata.features import feature_columns, measure_site
 from cellstrata.measure import colocalization
 from cellstrata.measure.colocalization import (
     GROUP,
@@ -28,6 +27,7 @@ from cellstrata.measure.colocalization import (
     dense_ranks,
 )
 from cellstrata.measure.objects import CompartmentObjects, Site
+from cellstrata.singlecell.features import feature_columns, measure_site
 
 CHANNELS = ["CorrAGP", "CorrBrightfield", "CorrDNA", "CorrER", "CorrMito", "CorrRNA"]
 

@@ -10,9 +10,9 @@ import skimage.morphology
 from conftest import CELLPROFILER_CHANNELS, cellprofiler_header
 from skimage.segmentation import expand_labels, relabel_sequential
 
-from cellstrata.features import feature_columns, measure_site
 from cellstrata.measure import granularity
 from cellstrata.measure.objects import CompartmentObjects, Site
+from cellstrata.singlecell.features import feature_columns, measure_site
 
 cp_granularity = pytest.importorskip("cp_measure.core.measuregranularity")
 

@@ -9,9 +9,9 @@ import pytest
 from conftest import CELLPROFILER_CHANNELS, cellprofiler_header
 from skimage.segmentation import expand_labels, relabel_sequential
 
-from cellstrata.features import COMPARTMENTS, feature_columns, measure_site
 from cellstrata.measure import neighbors
 from cellstrata.measure.objects import CompartmentObjects, Site
+from cellstrata.singlecell.features import COMPARTMENTS, feature_columns, measure_site
 
 ADJACENT = [f"Neighbors_{f}_Adjacent" for f in neighbors.NEIGHBOR_FEATURES]
 

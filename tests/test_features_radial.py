@@ -17,10 +17,10 @@ import scipy.ndimage
 from conftest import cellprofiler_header
 from skimage.segmentation import expand_labels
 
-from cellstrata.features import feature_columns, measure_site
 from cellstrata.measure import radial
 from cellstrata.measure.objects import CompartmentObjects, Site
 from cellstrata.measure.shape import ZERNIKE_INDEXES
+from cellstrata.singlecell.features import feature_columns, measure_site
 
 CHANNELS = ["CorrAGP", "CorrBrightfield", "CorrDNA", "CorrER", "CorrMito", "CorrRNA"]
 

@@ -14,9 +14,14 @@ from conftest import CELLPROFILER_CHANNELS, cellprofiler_header
 from skimage.measure import label as connected_components
 from skimage.segmentation import expand_labels, relabel_sequential
 
-from cellstrata.features import AREASHAPE_FEATURES, COMPARTMENTS, feature_columns, measure_site
 from cellstrata.measure import shape
 from cellstrata.measure.objects import CompartmentObjects
+from cellstrata.singlecell.features import (
+    AREASHAPE_FEATURES,
+    COMPARTMENTS,
+    feature_columns,
+    measure_site,
+)
 
 centrosome_morphology = pytest.importorskip("centrosome.cpmorphology")
 centrosome_zernike = pytest.importorskip("centrosome.zernike")

@@ -8,11 +8,11 @@ from conftest import CELLPROFILER_CHANNELS, cellprofiler_header, shared
 from scipy import ndimage
 from skimage.segmentation import expand_labels, relabel_sequential
 
-from cellstrata.features import feature_columns, measure_site
-from cellstrata.illumination import to_float
+from cellstrata.images.illumination import to_float
 from cellstrata.io import read_image
 from cellstrata.measure import texture
 from cellstrata.measure.objects import CompartmentObjects, Site
+from cellstrata.singlecell.features import feature_columns, measure_site
 
 cp_texture = pytest.importorskip("cp_measure.core.measuretexture")
 

@@ -8,7 +8,7 @@ import pytest
 import tifffile
 from conftest import benchmark, shared
 
-from cellstrata.illumination import (
+from cellstrata.images.illumination import (
     background_image,
     block_minima,
     compute_illumination,

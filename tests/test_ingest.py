@@ -8,7 +8,7 @@ import pytest
 import tifffile
 from conftest import PATTERN, shared, write_plate
 
-from cellstrata.ingest import (
+from cellstrata.images.ingest import (
     IngestError,
     SkippedFiles,
     assign_batches,

@@ -10,8 +10,8 @@ from matplotlib import colors
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from cellstrata import plots
 from cellstrata.io import write_labels, write_tiff
+from cellstrata.report import plots
 
 
 def _png(figure: Figure, path) -> np.ndarray:
@@ -513,7 +513,7 @@ def test_write_experiment_figures_readout_and_no_dose(tmp_path, monkeypatch):
     assert len(saved["dose.png"].axes[0].collections[0].get_offsets()) == 30  # both plates
     assert "No mAP" in _texts(saved["map.png"])
     # The readout's assay quality is written under the dose response.
-    from cellstrata.quality import zprime_table
+    from cellstrata.profiles.quality import zprime_table
 
     profiles = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
     profiles["Metadata_control_type"] = np.where(

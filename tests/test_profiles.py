@@ -8,7 +8,7 @@ import pytest
 from pycytominer import aggregate
 
 from cellstrata.config import PROFILE_REPORTS, PROFILE_STEPS
-from cellstrata.profiles import (
+from cellstrata.profiles.aggregate import (
     EXPERIMENT_STEPS,
     UNANNOTATED,
     PlatemapError,

@@ -14,8 +14,7 @@ import tifffile
 from scipy import ndimage as ndi
 from scipy.stats import norm
 
-from cellstrata.io import ImageReadError
-from cellstrata.qc import (
+from cellstrata.images.qc import (
     METRICS,
     QCError,
     excluded_sites,
@@ -26,6 +25,7 @@ from cellstrata.qc import (
     qc_plate,
     robust_z,
 )
+from cellstrata.io import ImageReadError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SORT = ["Metadata_Well", "Metadata_Site", "channel"]
@@ -335,7 +335,7 @@ def test_qc_plate_end_to_end(tmp_path, caplog):
     images[("B01", 2, "Mito")] = blur(images[("B01", 2, "Mito")], 3)
     manifest = write_manifest(tmp_path, images)
     output = tmp_path / "qc" / "P1_qc.parquet"
-    with caplog.at_level(logging.INFO, logger="cellstrata.qc"):
+    with caplog.at_level(logging.INFO, logger="cellstrata.images.qc"):
         returned = qc_plate(manifest, output)
     qc = pd.read_parquet(output)
     assert len(qc) == len(images) == 24

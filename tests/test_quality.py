@@ -1,4 +1,4 @@
-"""Profile quality metrics (cellstrata.quality) on tiny synthetic per-well profiles."""
+"""Profile quality metrics (cellstrata.profiles.quality) on tiny synthetic per-well profiles."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellstrata.quality import (
+from cellstrata.profiles.quality import (
     MAP_COLUMNS,
     ZPRIME_COLUMNS,
     average_precision_table,
@@ -160,7 +160,7 @@ def zprime_profiles() -> pd.DataFrame:
 
 def test_zprime_table_per_plate_all_and_nan_for_a_plate_without_positives(caplog):
     profiles = zprime_profiles()
-    with caplog.at_level(logging.WARNING, logger="cellstrata.quality"):
+    with caplog.at_level(logging.WARNING, logger="cellstrata.profiles.quality"):
         table = zprime_table(
             profiles,
             feature="Nuclei_Intensity_MeanIntensity_GFP",
@@ -297,7 +297,7 @@ def test_treatment_of_one_well_is_left_out_with_a_warning(caplog):
     profiles = plate(rng, [("strong", 4, direction(rng)), ("lonely", 1, 0.0)])
     for kind in ("activity", "consistency"):
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="cellstrata.quality"):
+        with caplog.at_level(logging.WARNING, logger="cellstrata.profiles.quality"):
             table = average_precision_table(
                 profiles, treatment_columns=["treatment", "dose"], kind=kind, **FAST
             )
@@ -320,7 +320,7 @@ def test_features_with_nan_are_dropped(caplog):
     profiles = plate(rng, [("strong", 4, direction(rng, 1.0)), ("other", 4, 0.0)])
     broken = FEATURES[3]
     profiles.loc[5, broken] = np.nan
-    with caplog.at_level(logging.WARNING, logger="cellstrata.quality"):
+    with caplog.at_level(logging.WARNING, logger="cellstrata.profiles.quality"):
         table = average_precision_table(
             profiles, treatment_columns=["treatment"], kind="activity", **FAST
         )
@@ -403,7 +403,7 @@ def test_cell_count_table_merges_cell_qc():
 def test_quality_tables_without_treatments_or_readout(caplog):
     rng = np.random.default_rng(10)
     profiles = plate(rng, [("strong", 4, 1.0)])
-    with caplog.at_level(logging.WARNING, logger="cellstrata.quality"):
+    with caplog.at_level(logging.WARNING, logger="cellstrata.profiles.quality"):
         tables = quality_tables(profiles, treatment_columns=None)
     assert tables["map"].empty
     assert list(tables["map"].columns) == ["Metadata_Plate", *MAP_COLUMNS]

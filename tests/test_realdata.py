@@ -12,7 +12,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 from skimage.segmentation import clear_border
 
-from cellstrata.quality import zprime
+from cellstrata.profiles.quality import zprime
 from cellstrata.segment import segment_cells, segment_nuclei, segment_site
 
 pytestmark = [pytest.mark.realdata, pytest.mark.workflow]

@@ -879,7 +879,7 @@ def test_empty_field_divided_by_illumination_has_no_nuclei(tmp_path):
     import tifffile
 
     from cellstrata.example import generate_example
-    from cellstrata.illumination import compute_illumination, correct_image
+    from cellstrata.images.illumination import compute_illumination, correct_image
 
     generate_example(tmp_path, plates=("SYN01",), rows="AB", columns=3, sites=1, seed=3)
     rng = np.random.default_rng(0)

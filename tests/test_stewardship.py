@@ -19,14 +19,14 @@ from s3server import Relay, moto_s3_environment
 
 from cellstrata.cli import main
 from cellstrata.config import load_config
-from cellstrata.provenance import write_record
-from cellstrata.stewardship import (
+from cellstrata.stewardship.dvc import (
     StewardshipError,
     apply_retention,
     check_dvc_yaml,
     check_retention,
     status,
 )
+from cellstrata.stewardship.provenance import write_record
 
 pytestmark = pytest.mark.workflow
 
@@ -247,7 +247,7 @@ def test_collaborator_pulls_only_profiles(lab, tmp_path, seg):
 def test_status_and_plan_match_disk(lab, seg):
     assert _cellstrata(lab, "status", "--json") == 0
     config = load_config(lab / "config/config.yaml")
-    from cellstrata.storage import storage_plan
+    from cellstrata.stewardship.storage import storage_plan
 
     plan = storage_plan(config, lab).set_index(["plate", "level"])
     profiles = lab / f"results/profiles/{seg}/SYN01"
@@ -315,7 +315,7 @@ def test_storage_plan_before_any_run(small_example, tmp_path, capsys):
     config = example_config(small_example)
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    from cellstrata.storage import storage_plan
+    from cellstrata.stewardship.storage import storage_plan
 
     plan = storage_plan(load_config(config_path), tmp_path).set_index("level")
     raw = sum(p.stat().st_size for p in (small_example / "images/SYN01").iterdir())
@@ -331,7 +331,7 @@ def test_storage_plan_before_any_run(small_example, tmp_path, capsys):
 def test_zenodo_limit_is_flagged(tmp_path):
     config = load_config(REPO / "config/config.yaml")
     config["storage"]["remotes"]["default"]["kind"] = "zenodo"
-    from cellstrata.storage import _cost
+    from cellstrata.stewardship.storage import _cost
 
     _, monthly, where = _cost(config["storage"], "keep", 60 * 10**9)
     assert "exceeds the zenodo limit of 50 GB" in where

@@ -15,7 +15,7 @@ import tifffile
 import yaml
 from conftest import REPO, example_config, main_version, run_snakemake
 
-from cellstrata.illumination import correct_image, read_function, to_float
+from cellstrata.images.illumination import correct_image, read_function, to_float
 
 pytestmark = pytest.mark.workflow
 

@@ -83,7 +83,7 @@ def _emit(frame, args: argparse.Namespace, text: str) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from cellstrata.stewardship import status
+    from cellstrata.stewardship.dvc import status
 
     table = status(_config(args), args.workspace)
     _emit(table, args, table.to_string(index=False))
@@ -91,7 +91,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _storage_plan(args: argparse.Namespace) -> int:
-    from cellstrata.storage import format_plan, project, storage_plan
+    from cellstrata.stewardship.storage import format_plan, project, storage_plan
 
     plan = storage_plan(_config(args), args.workspace)
     projection = project(plan, args.plates) if args.plates else None
@@ -103,7 +103,7 @@ def _storage_plan(args: argparse.Namespace) -> int:
 
 
 def _dvc_setup(args: argparse.Namespace) -> int:
-    from cellstrata.stewardship import StewardshipError, check_directory_remotes, setup_dvc
+    from cellstrata.stewardship.dvc import StewardshipError, check_directory_remotes, setup_dvc
 
     config = _config(args)
     path = setup_dvc(config, args.config, args.workspace, create_remotes=args.create_remotes)
@@ -116,7 +116,7 @@ def _dvc_setup(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from cellstrata.stewardship import push
+    from cellstrata.stewardship.dvc import push
 
     report = push(_config(args), args.workspace)
     where = f" to remote {', '.join(report['remotes'])}" if report["remotes"] else ""
@@ -125,7 +125,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _archive(args: argparse.Namespace) -> int:
-    from cellstrata.stewardship import archive, remote_location
+    from cellstrata.stewardship.dvc import archive, remote_location
 
     config = _config(args)
     outs = archive(config, args.workspace, dry_run=args.dry_run)
@@ -139,7 +139,7 @@ def _archive(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    from cellstrata.stewardship import pull
+    from cellstrata.stewardship.dvc import pull
 
     for path in pull(_config(args), args.paths, args.workspace):
         print(f"pulled {path}")
@@ -147,7 +147,7 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _apply_retention(args: argparse.Namespace) -> int:
-    from cellstrata.stewardship import apply_retention
+    from cellstrata.stewardship.dvc import apply_retention
 
     removed = apply_retention(_config(args), args.workspace, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
@@ -156,7 +156,7 @@ def _apply_retention(args: argparse.Namespace) -> int:
 
 
 def _retire(args: argparse.Namespace) -> int:
-    from cellstrata.stewardship import retire
+    from cellstrata.stewardship.dvc import retire
 
     outs = retire(
         _config(args),
@@ -174,7 +174,7 @@ def _retire(args: argparse.Namespace) -> int:
 
 
 def _adopt(args: argparse.Namespace) -> int:
-    from cellstrata.stewardship import adopt
+    from cellstrata.stewardship.dvc import adopt
 
     changes = adopt(_config(args), args.workspace, plates=args.plates, dry_run=args.dry_run)
     verb = "would adopt" if args.dry_run else "adopted"
@@ -186,7 +186,7 @@ def _adopt(args: argparse.Namespace) -> int:
 
 
 def _clean_stale(args: argparse.Namespace) -> int:
-    from cellstrata.stewardship import clean_stale
+    from cellstrata.stewardship.dvc import clean_stale
 
     files, records = clean_stale(_config(args), args.workspace, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
@@ -233,7 +233,7 @@ def workspace_path(path: str, workspace: Path, cwd: Path) -> str:
 
 
 def _provenance(args: argparse.Namespace) -> int:
-    from cellstrata.provenance import format_lineage, lineage, read_records
+    from cellstrata.stewardship.provenance import format_lineage, lineage, read_records
 
     target = workspace_path(args.path, args.workspace, Path.cwd())
     chain = lineage(target, read_records(Path(args.workspace, "results")))
@@ -242,7 +242,7 @@ def _provenance(args: argparse.Namespace) -> int:
 
 
 def _profile_install(args: argparse.Namespace) -> int:
-    from cellstrata.cluster import install_profile
+    from cellstrata.workflow.cluster import install_profile
 
     target, action = install_profile(args.name, dest=args.dest, force=args.force)
     print(f"profile {args.name} {action}: {target}")

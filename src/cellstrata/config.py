@@ -195,7 +195,7 @@ def check_config(config: dict[str, Any]) -> None:
     pm = config["platemap"]
     if pm["well_column"] is None and (pm["row_column"] is None or pm["column_column"] is None):
         raise ConfigError("platemap: set well_column, or both row_column and column_column")
-    from cellstrata.features import feature_columns
+    from cellstrata.singlecell.features import feature_columns
 
     try:
         measured = feature_columns(
@@ -205,8 +205,8 @@ def check_config(config: dict[str, Any]) -> None:
         raise ConfigError(f"features: {err}") from err
     if image_plates:
         _check_readout(config, measured)
-    # Embeddings: crops on, a local model file, crop channels (cellstrata.embed).
-    from cellstrata.embed import check_embedding_config
+    # Embeddings: crops on, a local model file, crop channels (cellstrata.singlecell.embed).
+    from cellstrata.singlecell.embed import check_embedding_config
 
     check_embedding_config(config)
 

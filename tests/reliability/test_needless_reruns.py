@@ -21,7 +21,7 @@ from conftest import FEATURES_AND_AFTER, REPO, example_config, main_version
 
 from cellstrata.config import level_path, load_config
 from cellstrata.example import generate_example
-from cellstrata.stewardship import status
+from cellstrata.stewardship.dvc import status
 from reliability.test_reruns import plan, snakemake
 from reliability.test_stewardship_faults import (
     _cellstrata,

@@ -28,7 +28,7 @@ from conftest import REPO, example_config, main_version, run_snakemake, write_pl
 from cellstrata.cli import main as cellstrata_main
 from cellstrata.config import ConfigError, check_config, load_config
 from cellstrata.example import generate_example
-from cellstrata.ingest import IngestError, write_manifest
+from cellstrata.images.ingest import IngestError, write_manifest
 
 from .test_stewardship_faults import (
     _base_config as stewardship_config,

@@ -5,7 +5,7 @@ workflow (Snakefile, rules, scripts, src, profiles), never the repository's own 
 
 Snakemake's "code" trigger covers a rule's script file (by its modification time), not the
 package code the script calls: `params: code=code_of(<script>)` (rules/common.smk,
-cellstrata.workflow.code_files) gives each rule a digest of the package modules its script
+cellstrata.workflow.digests.code_files) gives each rule a digest of the package modules its script
 can reach, so Snakemake's params trigger covers them. Its reach is followed name by name:
 cellstrata.config imports segment and features inside its validation functions, which no job
 calls, so an edit of features.py must not re-run segmentation.
@@ -32,8 +32,8 @@ from conftest import (
     snakemake_command,
 )
 
-from cellstrata.provenance import FAULT_VARIABLE
-from cellstrata.workflow import CodeDigests, code_files
+from cellstrata.stewardship.provenance import FAULT_VARIABLE
+from cellstrata.workflow.digests import CodeDigests, code_files
 
 # What a copy of the workflow needs (report/ for the report directive, envs/ for conda:).
 WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "src", "profiles", "report", "envs", "config")
@@ -217,12 +217,25 @@ def test_code_files_of_the_workflow_scripts():
         }
 
     segment = reach("segment.py")
-    assert {"segment.py", "illumination.py", "io.py", "provenance.py"} <= segment
-    assert not {"features.py", "plots.py", "profiles.py", "crops.py"} & segment
+    assert {
+        "segment/__init__.py",
+        "images/illumination.py",
+        "io.py",
+        "stewardship/provenance.py",
+    } <= segment
+    assert (
+        not {
+            "singlecell/features.py",
+            "report/plots.py",
+            "profiles/aggregate.py",
+            "singlecell/crops.py",
+        }
+        & segment
+    )
     features = reach("features.py")
-    assert {"features.py", "measure/texture.py", "measure/granularity.py"} <= features
-    assert not {"segment.py", "plots.py"} & features
-    assert "segment.py" not in reach("plots.py")
+    assert {"singlecell/features.py", "measure/texture.py", "measure/granularity.py"} <= features
+    assert not {"segment/__init__.py", "report/plots.py"} & features
+    assert "segment/__init__.py" not in reach("plots.py")
 
 
 # -- a parameter change ----------------------------------------------------------------------

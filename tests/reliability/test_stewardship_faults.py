@@ -30,7 +30,7 @@ from s3server import Relay, moto_s3_environment
 from cellstrata.cli import main as cellstrata_main
 from cellstrata.config import load_config
 from cellstrata.example import generate_example
-from cellstrata.stewardship import push, status
+from cellstrata.stewardship.dvc import push, status
 
 SIZE = 64
 PLATE = "ST1"

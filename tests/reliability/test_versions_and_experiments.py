@@ -27,8 +27,8 @@ from conftest import main_version, run_snakemake, snakemake_command
 
 from cellstrata.config import load_config
 from cellstrata.example import generate_example
-from cellstrata.stewardship import StewardshipError, check_dvc_yaml, locked_outputs, status
-from cellstrata.storage import storage_plan
+from cellstrata.stewardship.dvc import StewardshipError, check_dvc_yaml, locked_outputs, status
+from cellstrata.stewardship.storage import storage_plan
 
 from .test_stewardship_faults import PLATE, _base_config, _cellstrata, _md5s, _write_config
 

@@ -142,7 +142,8 @@ def closest_objects(objects: CompartmentObjects) -> dict[str, np.ndarray]:
     dict of str to numpy.ndarray
         ``FirstClosestObjectNumber``, ``FirstClosestDistance``, ``SecondClosestObjectNumber``,
         ``SecondClosestDistance``, ``AngleBetweenNeighbors`` per object row. Object numbers
-        are label values (:func:`~cellstrata.features.measure_site` stores them as float32,
+        are label values (:func:`~cellstrata.singlecell.features.measure_site` stores them as
+        float32,
         exact up to 2**24). Where there is no first (second) other object the values are NaN
         (CellProfiler writes 0). Ties are broken by the lower label, as CellProfiler's stable
         sort does.

@@ -23,7 +23,8 @@ Columns (Nuclei only): ``Translocation_CoreMean_{channel}``,
 ``RingMean`` is NaN too.
 
 Not a CellProfiler module and not part of the default feature set: measured only when
-``Translocation`` is listed in ``features.groups`` (see :data:`cellstrata.features.OPT_IN_GROUPS`).
+``Translocation`` is listed in ``features.groups`` (see
+:data:`cellstrata.singlecell.features.OPT_IN_GROUPS`).
 
 Vectorised: one erosion pass over the whole label image per ``shrink`` step, one Euclidean
 distance transform with nearest-pixel indices for all rings, and two weighted ``bincount``

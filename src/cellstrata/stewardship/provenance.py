@@ -28,7 +28,7 @@ import pandas as pd
 
 from cellstrata.config import RULE_LEVELS, plate_definition, retention_of
 from cellstrata.io import atomic_path
-from cellstrata.logs import logged
+from cellstrata.workflow.logs import logged
 
 log = logging.getLogger(__name__)
 

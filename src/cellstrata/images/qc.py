@@ -361,7 +361,7 @@ def qc_plate(
     Parameters
     ----------
     manifest_path : str or os.PathLike
-        The plate manifest Parquet written by :func:`cellstrata.ingest.write_manifest`.
+        The plate manifest Parquet written by :func:`cellstrata.images.ingest.write_manifest`.
     output : str or os.PathLike
         Parquet file to write (atomically).
     thresholds : Mapping[str, float], optional

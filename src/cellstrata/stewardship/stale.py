@@ -25,7 +25,7 @@ from cellstrata.config import (
     is_cellprofiler_plate,
     plate_level_versions,
 )
-from cellstrata.ingest import plate_inventory
+from cellstrata.images.ingest import plate_inventory
 
 #: Levels made one job per batch: a file or a directory per batch in the plate directory.
 BATCH_LEVELS = ("corrected", "masks", "crops", "embeddings", "features")
@@ -116,5 +116,5 @@ def stale_records(
 
 def visible(files: list[Path]) -> list[Path]:
     """The files a level's count and size include (hidden bookkeeping files left out, as
-    :func:`cellstrata.storage.disk_usage` does)."""
+    :func:`cellstrata.stewardship.storage.disk_usage` does)."""
     return [f for f in files if not f.name.startswith(".")]

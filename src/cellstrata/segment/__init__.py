@@ -1947,7 +1947,7 @@ def segment_batch(
     CellposeError
         If cellpose is not installed or a model cannot be loaded.
     """
-    from cellstrata.illumination import iter_corrected_sites
+    from cellstrata.images.illumination import iter_corrected_sites
 
     if method == "classical":
         if cellpose:

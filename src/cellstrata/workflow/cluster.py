@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 #: The repository that holds this package (an editable install, as the Makefile makes).
-REPOSITORY = Path(__file__).resolve().parents[2]
+REPOSITORY = Path(__file__).resolve().parents[3]
 
 _UNSET_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 

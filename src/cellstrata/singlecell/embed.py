@@ -1,7 +1,7 @@
 """Single-cell embeddings: a user's model applied to the crops of one job.
 
 :func:`load_model` opens a local TorchScript or ONNX file, :func:`embed_crops` runs it over a
-crop store of :mod:`cellstrata.crops` batch by batch and returns one row per crop, and
+crop store of :mod:`cellstrata.singlecell.crops` batch by batch and returns one row per crop, and
 :func:`embed_batch` writes that table for the ``embed`` rule. Nothing here reads Snakemake
 state, and nothing is ever downloaded: a model is a file the user gives.
 
@@ -28,7 +28,7 @@ onnxruntime), and their first output is the embedding.
 Output table
 ------------
 ``Metadata_Plate, Metadata_Well, Metadata_Site, Metadata_ObjectNumber`` (the keys of the
-feature tables of :mod:`cellstrata.features`), then ``D`` float32 columns
+feature tables of :mod:`cellstrata.singlecell.features`), then ``D`` float32 columns
 ``{prefix}0000``, ``{prefix}0001``, ... in crop order. A job without crops still learns ``D``:
 the model is run once on one all-zero crop of the store's shape, so the zero-row table has
 the same columns as every other job's.
@@ -336,7 +336,7 @@ def embed_crops(
     Parameters
     ----------
     store_path, index_path : path
-        A crop store and its index Parquet (:func:`cellstrata.crops.crop_batch`).
+        A crop store and its index Parquet (:func:`cellstrata.singlecell.crops.crop_batch`).
     model : EmbeddingModel or path
         A loaded model, or a model file opened with ``format`` and ``device``.
     batch_size : int, default 256

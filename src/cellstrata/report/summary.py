@@ -18,10 +18,10 @@ from cellstrata.config import (
     VERSIONED_LEVELS,
     retention_of,
 )
-from cellstrata.ingest import SkippedFiles
+from cellstrata.images.ingest import SkippedFiles
 from cellstrata.io import atomic_path
-from cellstrata.stale import BATCH_LEVELS, stale_files, visible
-from cellstrata.storage import disk_usage, human_size
+from cellstrata.stewardship.stale import BATCH_LEVELS, stale_files, visible
+from cellstrata.stewardship.storage import disk_usage, human_size
 
 #: Report tables beside the profiles: what one of their rows is (a profile's row is a well).
 REPORT_ROWS = {
@@ -46,7 +46,8 @@ def summarize(
     ``cellprofiler``: the features tables of plates given as CellProfiler output, whose sites
     and cells are counted from them and from their ``cellprofiler`` profiles.
     ``current_versions``: the segmentation versions of the config (default: ``version``); batch
-    files of theirs that no batch of the manifests makes are stale (:mod:`cellstrata.stale`):
+    files of theirs that no batch of the manifests makes are stale
+    (:mod:`cellstrata.stewardship.stale`):
     listed apart, not counted as the level's files.
     """
     keys = ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]

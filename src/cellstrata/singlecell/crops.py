@@ -29,7 +29,8 @@ The index Parquet holds one row per crop: ``Metadata_Plate, Metadata_Well, Metad
 Metadata_ObjectNumber`` (the label value, which joins the feature tables), the centroid
 ``Location_Center_X/Y`` (X is the column), the bounding box
 ``BoundingBoxMinimum_X/Y, BoundingBoxMaximum_X/Y`` (maxima exclusive, as in
-:mod:`cellstrata.features`), the crop origin ``Crop_Origin_X/Y`` and ``crop_index``, the row
+:mod:`cellstrata.singlecell.features`), the crop origin ``Crop_Origin_X/Y`` and ``crop_index``,
+the row
 of ``crops`` holding the crop. A job without objects writes a zero-length ``crops`` dataset
 and a zero-row index with the same columns.
 
@@ -263,7 +264,7 @@ def crop_batch(
     Parameters
     ----------
     corrected_dir : path
-        Corrected site stacks ``{well}_s{site}.tiff`` (see :mod:`cellstrata.illumination`).
+        Corrected site stacks ``{well}_s{site}.tiff`` (see :mod:`cellstrata.images.illumination`).
     masks_dir : path
         Label images ``{well}_s{site}_{nuclei,cells,cytoplasm}.tiff``.
     plate : str
@@ -294,7 +295,7 @@ def crop_batch(
     # Imported here so the array function above works where h5py is not installed.
     import h5py
 
-    from cellstrata.illumination import iter_corrected_sites
+    from cellstrata.images.illumination import iter_corrected_sites
 
     if compartment not in COMPARTMENTS:
         raise ValueError(f"unknown compartment {compartment!r}; choose one of {COMPARTMENTS}")

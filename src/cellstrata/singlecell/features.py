@@ -742,7 +742,7 @@ def measure_batch(
     Parameters
     ----------
     corrected_dir : path
-        Corrected site stacks ``{well}_s{site}.tiff`` (see :mod:`cellstrata.illumination`).
+        Corrected site stacks ``{well}_s{site}.tiff`` (see :mod:`cellstrata.images.illumination`).
     masks_dir : path
         Label images ``{well}_s{site}_{nuclei,cells,cytoplasm}.tiff``.
     plate : str
@@ -754,7 +754,7 @@ def measure_batch(
     groups, options : optional
         Feature groups and their options, as for :func:`measure_site`.
     """
-    from cellstrata.illumination import iter_corrected_sites
+    from cellstrata.images.illumination import iter_corrected_sites
 
     parts, channels = [], None
     for well, site, images in iter_corrected_sites(corrected_dir):

@@ -335,14 +335,14 @@ def correct_plate_batch(
     """Correct the sites of one batch of a plate manifest (see :func:`correct_batch`).
 
     Sites the QC table flags for one of the ``exclude`` reasons (see
-    :func:`cellstrata.qc.excluded_sites`) are left out, and every one is logged.
+    :func:`cellstrata.images.qc.excluded_sites`) are left out, and every one is logged.
     """
     manifest = pd.read_parquet(manifest_path)
     rows = manifest[manifest["batch"] == batch]
     if rows.empty:
         raise ValueError(f"{manifest_path}: no site in batch {batch}")
     if exclude and qc_path is not None:
-        from cellstrata.qc import excluded_sites
+        from cellstrata.images.qc import excluded_sites
 
         dropped = excluded_sites(pd.read_parquet(qc_path), exclude=exclude)
         keys = list(

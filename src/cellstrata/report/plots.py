@@ -29,10 +29,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from pycytominer.cyto_utils import infer_cp_features
 
-from cellstrata import quality
-from cellstrata.cellqc import FLAG_PREFIX
-from cellstrata.illumination import read_function, read_stack
+from cellstrata.images.illumination import read_function, read_stack
 from cellstrata.io import atomic_path, check_labels
+from cellstrata.profiles import quality
+from cellstrata.profiles.cellqc import FLAG_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 DPI = 100
 #: Standard plate formats: wells -> (rows, columns).
 PLATE_FORMATS: dict[int, tuple[int, int]] = {96: (8, 12), 384: (16, 24), 1536: (32, 48)}
-#: Metrics drawn by :func:`qc_distributions` by default (see :mod:`cellstrata.qc`).
+#: Metrics drawn by :func:`qc_distributions` by default (see :mod:`cellstrata.images.qc`).
 QC_METRICS = (
     "ImageQuality_PowerLogLogSlope",
     "ImageQuality_FocusScore",
@@ -448,7 +448,7 @@ def illumination_figure(
     Parameters
     ----------
     functions : Mapping[str, numpy.ndarray]
-        Channel -> 2-D function (:func:`cellstrata.illumination.read_function`).
+        Channel -> 2-D function (:func:`cellstrata.images.illumination.read_function`).
     plate : str
         Plate name for the title.
     modes : Mapping[str, str], optional
@@ -575,7 +575,7 @@ def qc_distributions(
     Parameters
     ----------
     image_qc : pandas.DataFrame
-        The QC table of :func:`cellstrata.qc.flag_outliers`: one row per site and channel.
+        The QC table of :func:`cellstrata.images.qc.flag_outliers`: one row per site and channel.
     metrics : sequence of str
         Metric columns (``ImageQuality_`` may be left out); those absent are skipped.
     flag_column : str
@@ -777,7 +777,8 @@ def dose_response(
 
 
 def assay_quality_note(zprimes: pd.DataFrame) -> str:
-    """One line per plate of a Z' table (:func:`cellstrata.quality.zprime_table`): Z', robust
+    """One line per plate of a Z' table (:func:`cellstrata.profiles.quality.zprime_table`): Z',
+    robust
     Z' and SSMD with their bootstrap intervals ("" for an empty table)."""
     lines = []
     for row in zprimes.itertuples(index=False):
@@ -1116,7 +1117,8 @@ def write_plate_figures(
         Parquet of cells per well (``Metadata_Plate``, ``Metadata_Well``, ``cells``, flag
         counts, platemap columns); the rows of ``plate`` are drawn.
     image_qc_path : path or None
-        Image QC Parquet (:mod:`cellstrata.qc`); None (a CellProfiler-only plate) draws a note.
+        Image QC Parquet (:mod:`cellstrata.images.qc`); None (a CellProfiler-only plate) draws a
+        note.
     illumination_paths : Mapping[str, path]
         Channel -> illumination function TIFF.
     sample_sites : sequence of mapping

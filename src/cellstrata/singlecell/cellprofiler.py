@@ -4,7 +4,7 @@ Labs that already ran CellProfiler point a plate at its output (``plates[].cellp
 folder of ExportToSpreadsheet CSVs or an ExportToDatabase SQLite file. CytoTable converts it
 with its presets, which know CellProfiler's tables and the joins of each cytoplasm to its cell
 and nucleus; this module then gives the result the layout
-:func:`cellstrata.features.measure_batch` writes, so the profiles level runs unchanged:
+:func:`cellstrata.singlecell.features.measure_batch` writes, so the profiles level runs unchanged:
 ``Metadata_Plate, Metadata_Well, Metadata_Site, Metadata_ObjectNumber`` then float32
 ``{Cells,Nuclei,Cytoplasm}_*`` features, one row per cell (per cytoplasm, joined with its cell
 and nucleus; a nucleus without a cell is left out, as CytoTable's and pycytominer's joins do).
@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cellstrata.config import CELLPROFILER_BATCH, CELLPROFILER_VERSION
-from cellstrata.ingest import IngestError, normalize_well
+from cellstrata.images.ingest import IngestError, normalize_well
 from cellstrata.io import atomic_path
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,8 @@ def export_source(src: str) -> None:
 
 # -- which package code a rule's script runs -------------------------------------------------
 # Snakemake's "code" rerun trigger covers a rule's script file, not the package modules the
-# script calls, so an edit of src/cellstrata/features.py would leave every features output
+# script calls, so an edit of src/cellstrata/singlecell/features.py would leave every features
+# output
 # silently stale. rules/common.smk gives each rule `params: code=...`, a digest of the module
 # files its script can reach, and Snakemake's params trigger does the rest. Reach is followed
 # per name, not per file: cellstrata.config imports segment, features and embed inside its

@@ -17,7 +17,10 @@ import pyarrow.parquet as pq
 from pycytominer import aggregate, annotate, consensus, feature_select, normalize
 from pycytominer.cyto_utils import infer_cp_features
 
-from cellstrata.cellqc import (
+from cellstrata.config import PROFILE_STEPS
+from cellstrata.images.ingest import IngestError, normalize_well
+from cellstrata.io import write_parquet
+from cellstrata.profiles.cellqc import (
     DEFAULT_CONDITIONS,
     check_conditions,
     condition_features,
@@ -25,9 +28,6 @@ from cellstrata.cellqc import (
     nonfinite_counts,
     plate_statistics,
 )
-from cellstrata.config import PROFILE_STEPS
-from cellstrata.ingest import IngestError, normalize_well
-from cellstrata.io import write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +378,8 @@ CHUNK_BYTES = 128 * 2**20
 def embedding_rows(
     keys: pd.DataFrame, features_path: str | os.PathLike, embedding_path: str | os.PathLike
 ) -> tuple[np.ndarray, list[str]]:
-    """Match one job's embedding table (:mod:`cellstrata.embed`) to its cells by the cell keys.
+    """Match one job's embedding table (:mod:`cellstrata.singlecell.embed`) to its cells by the
+    cell keys.
 
     Parameters
     ----------
@@ -457,7 +458,7 @@ def aggregate_features(
     cell_qc : mapping, optional
         ``{"conditions": {name: {feature: z threshold}} or None (coSMicQC's defaults),
         "exclude": bool}``: cells are flagged per condition on per-plate z-scores
-        (:mod:`cellstrata.cellqc`, statistics from a first pass over the files) and, with
+        (:mod:`cellstrata.profiles.cellqc`, statistics from a first pass over the files) and, with
         ``exclude``, left out of the aggregation. ``None`` flags nothing.
     chunk_bytes : int
         Memory of one float64 block of cell values.

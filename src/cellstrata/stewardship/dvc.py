@@ -47,8 +47,8 @@ from cellstrata.config import (
     retention_of,
 )
 from cellstrata.io import atomic_path
-from cellstrata.provenance import PROVENANCE_DIR, read_records, write_record
-from cellstrata.stale import STALE_LOG, stale_outputs, stale_records, visible
+from cellstrata.stewardship.provenance import PROVENANCE_DIR, read_records, write_record
+from cellstrata.stewardship.stale import STALE_LOG, stale_outputs, stale_records, visible
 
 log = logging.getLogger(__name__)
 
@@ -834,7 +834,8 @@ def restore_mtimes(workspace: str | os.PathLike, paths: Sequence[str]) -> int:
 def clean_stale(
     config: Mapping[str, Any], workspace: str | os.PathLike = ".", *, dry_run: bool = False
 ) -> tuple[list[str], list[str]]:
-    """Remove stale batch files (:mod:`cellstrata.stale`): files in the plate directories of
+    """Remove stale batch files (:mod:`cellstrata.stewardship.stale`): files in the plate
+    directories of
     the current versions whose batch no current job makes, and their provenance records.
 
     The records leave the live record tree (status, the DAG without images and the
@@ -985,7 +986,7 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
     tombstones say what existed), ``not built`` (a level the config turns off, such as crops),
     ``missing`` (nowhere known).
     """
-    from cellstrata.storage import disk_usage
+    from cellstrata.stewardship.storage import disk_usage
 
     workspace = Path(workspace)
     records = read_records(workspace / "results")
