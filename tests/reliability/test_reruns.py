@@ -179,7 +179,8 @@ def test_code_files_follow_names_not_files(tmp_path):
 @pytest.mark.case("10", "a change re-runs only what it affects (params, script, package code)")
 def test_moved_code_keeps_its_digest(tmp_path):
     """Reorganising the package re-runs nothing: a function moved to a module of a
-    subpackage (its caller importing it from there) and a new comment keep the digest; an
+    subpackage (its caller importing it from there), new docstrings and a comment keep the
+    digest; an
     edit of the moved function's body changes it."""
     package = tmp_path / "src" / "pkg"
     package.mkdir(parents=True)
@@ -194,7 +195,9 @@ def test_moved_code_keeps_its_digest(tmp_path):
 
     (package / "sub").mkdir()
     (package / "sub" / "__init__.py").write_text("")
-    (package / "sub" / "work.py").write_text("# Moved here.\ndef work():\n    return 1\n")
+    (package / "sub" / "work.py").write_text(
+        '"""Moved here."""\n\n\ndef work():\n    """Its docstring."""\n    return 1\n'
+    )
     (package / "b.py").write_text("def other():\n    return 2\n")
     (package / "a.py").write_text(
         "from pkg.sub.work import work\n\n\ndef used():\n    return work() + 1  # why\n"

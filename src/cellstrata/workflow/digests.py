@@ -34,7 +34,7 @@ def export_source(src: str) -> None:
 # re-run the whole workflow.
 #
 # The digest is of the code reached, not of the files that hold it: the statements (functions,
-# classes, module-level code) the script's names reach, with their import statements left out.
+# classes, module-level code) the script's names reach, without imports and docstrings.
 # A function moved to another module (its callers importing it from there) keeps every digest,
 # so reorganising the package re-runs nothing in a lab's workspace; an edit of code a rule runs
 # still changes its digest. Comments and layout are not code (ast.unparse drops them).
@@ -186,18 +186,24 @@ class _Reach:
                     self.symbol(target, imported)
 
 
-class _Imports(ast.NodeTransformer):
-    """Import statements replaced by ``pass``: where a name comes from is not code."""
+class _Documentation(ast.NodeTransformer):
+    """Import statements and docstrings replaced by ``pass``: where a name comes from, and
+    what its documentation says (module paths, after a move), are not code."""
 
     def visit_Import(self, node: ast.AST) -> ast.AST:
         return ast.Pass()
 
     visit_ImportFrom = visit_Import
 
+    def visit_Expr(self, node: ast.Expr) -> ast.AST:
+        if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            return ast.Pass()
+        return self.generic_visit(node)
+
 
 def _code_text(node: ast.AST) -> str:
-    """The source of ``node`` without comments, layout and import statements."""
-    return ast.unparse(_Imports().visit(copy.deepcopy(node)))
+    """The source of ``node`` without comments, layout, docstrings and import statements."""
+    return ast.unparse(_Documentation().visit(copy.deepcopy(node)))
 
 
 def _reach(script: str | os.PathLike, src: str | os.PathLike, package: str, parsed) -> _Reach:
