@@ -175,7 +175,7 @@ class _Reach:
 
     def scan(self, module: _Module, node: ast.AST) -> None:
         """Follow every module-level name and every package import read under ``node``."""
-        if not isinstance(node, ast.Import | ast.ImportFrom):
+        if not isinstance(node, ast.Import | ast.ImportFrom) and not _is_docstring(node):
             self.code.add(_code_text(node))
         for item in ast.walk(node):
             if isinstance(item, ast.Name) and item.id in module.bindings:
@@ -187,18 +187,34 @@ class _Reach:
 
 
 class _Documentation(ast.NodeTransformer):
-    """Import statements and docstrings replaced by ``pass``: where a name comes from, and
-    what its documentation says (module paths, after a move), are not code."""
+    """Import statements and docstrings taken out of every block: where a name comes from,
+    and what its documentation says (module paths, after a move), are not code."""
 
-    def visit_Import(self, node: ast.AST) -> ast.AST:
-        return ast.Pass()
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        super().generic_visit(node)
+        for field in ("body", "orelse", "finalbody"):
+            block = getattr(node, field, None)
+            if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
+                kept = [
+                    statement
+                    for statement in block
+                    if not (
+                        _is_docstring(statement)
+                        or isinstance(statement, ast.Import | ast.ImportFrom)
+                    )
+                ]
+                # A block of documentation and imports only still needs a statement.
+                setattr(node, field, kept or [ast.Pass()])
+        return node
 
-    visit_ImportFrom = visit_Import
 
-    def visit_Expr(self, node: ast.Expr) -> ast.AST:
-        if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-            return ast.Pass()
-        return self.generic_visit(node)
+def _is_docstring(node: ast.AST) -> bool:
+    """A string on its own: a docstring (or any bare string, which is documentation too)."""
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    )
 
 
 def _code_text(node: ast.AST) -> str:
