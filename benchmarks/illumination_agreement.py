@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cellstrata.config import load_config
 from cellstrata.images.illumination import compute_illumination
+from cellstrata.workflow.validate import (
+    load_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "bbbc013_translocation"

@@ -14,7 +14,10 @@ import yaml
 from conftest import REPO, run_snakemake, shared
 from snakemake.exceptions import WorkflowError
 
-from cellstrata.config import PROFILE_STEPS, ConfigError, load_config
+from cellstrata.config import (
+    PROFILE_STEPS,
+    ConfigError,
+)
 from cellstrata.images.ingest import normalize_well
 from cellstrata.singlecell.cellprofiler import (
     CellProfilerError,
@@ -23,6 +26,9 @@ from cellstrata.singlecell.cellprofiler import (
     image_metadata,
 )
 from cellstrata.stewardship.dvc import render_dvc_yaml, status
+from cellstrata.workflow.validate import (
+    load_config,
+)
 
 METADATA = ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_ObjectNumber"]
 BOOKKEEPING = ("Number_Object_Number", "ObjectNumber", "_Parent_", "_Children_", "_Z_", "Center_Z")

@@ -9,7 +9,14 @@ import yaml
 from conftest import REPO
 from snakemake.exceptions import WorkflowError
 
-from cellstrata.config import SCHEMA_PATH, ConfigError, load_config, retention_of
+from cellstrata.config import (
+    SCHEMA_PATH,
+    ConfigError,
+    retention_of,
+)
+from cellstrata.workflow.validate import (
+    load_config,
+)
 
 SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
 MINIMAL = {"channels": {"1": "DNA"}, "plates": [{"name": "P1", "images": "i", "platemap": "m"}]}

@@ -13,7 +13,10 @@ import pytest
 import yaml
 from conftest import example_config, main_version, run_snakemake
 
-from cellstrata.config import ConfigError, load_config, plate_level_versions
+from cellstrata.config import (
+    ConfigError,
+    plate_level_versions,
+)
 from cellstrata.profiles.aggregate import aggregate_features, embedding_rows
 from cellstrata.singlecell.crops import INDEX_COLUMNS
 from cellstrata.singlecell.embed import (
@@ -26,6 +29,9 @@ from cellstrata.singlecell.embed import (
     normalize_crops,
 )
 from cellstrata.stewardship.dvc import tracked_outputs
+from cellstrata.workflow.validate import (
+    load_config,
+)
 
 CHANNELS = ["DNA", "GFP", "AGP"]
 #: The test model: per-channel mean of the crop, then y = W m + b. Each channel has its own

@@ -9,11 +9,16 @@ from conftest import REPO
 from scipy import ndimage
 from skimage.segmentation import expand_labels
 
-from cellstrata.config import ConfigError, load_config
+from cellstrata.config import (
+    ConfigError,
+)
 from cellstrata.measure import translocation
 from cellstrata.measure.objects import CompartmentObjects, Site
 from cellstrata.singlecell import features
 from cellstrata.singlecell.features import feature_columns, measure_site
+from cellstrata.workflow.validate import (
+    load_config,
+)
 
 CROSS = ndimage.generate_binary_structure(2, 1)
 PREFIX = "Nuclei_Translocation_"

@@ -25,7 +25,10 @@ from scipy import ndimage as ndi
 from skimage.draw import disk, ellipse
 from test_config import MINIMAL, _write
 
-from cellstrata.config import ConfigError, load_config, segmentation_versions
+from cellstrata.config import (
+    ConfigError,
+    segmentation_versions,
+)
 from cellstrata.io import site_file, write_tiff
 from cellstrata.segment import (
     CellposeError,
@@ -35,6 +38,9 @@ from cellstrata.segment import (
     reconcile_cells,
     segment_batch,
     segment_directory,
+)
+from cellstrata.workflow.validate import (
+    load_config,
 )
 
 # cellpose's own code triggers these; not ours to fix.

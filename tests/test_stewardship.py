@@ -18,7 +18,6 @@ from conftest import REPO, example_config, main_version
 from s3server import Relay, moto_s3_environment
 
 from cellstrata.cli import main
-from cellstrata.config import load_config
 from cellstrata.stewardship.dvc import (
     StewardshipError,
     apply_retention,
@@ -27,6 +26,9 @@ from cellstrata.stewardship.dvc import (
     status,
 )
 from cellstrata.stewardship.provenance import write_record
+from cellstrata.workflow.validate import (
+    load_config,
+)
 
 pytestmark = pytest.mark.workflow
 

@@ -47,7 +47,9 @@ def _locate(args: argparse.Namespace) -> None:
 def _config(args: argparse.Namespace) -> dict:
     from snakemake.exceptions import WorkflowError
 
-    from cellstrata.config import load_config
+    from cellstrata.workflow.validate import (
+        load_config,
+    )
 
     try:
         # validate takes its config as an argument; the other commands through _locate.

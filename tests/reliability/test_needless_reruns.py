@@ -19,9 +19,14 @@ import pandas as pd
 import pytest
 from conftest import FEATURES_AND_AFTER, REPO, example_config, main_version
 
-from cellstrata.config import level_path, load_config
+from cellstrata.config import (
+    level_path,
+)
 from cellstrata.example import generate_example
 from cellstrata.stewardship.dvc import status
+from cellstrata.workflow.validate import (
+    load_config,
+)
 from reliability.test_reruns import plan, snakemake
 from reliability.test_stewardship_faults import (
     _cellstrata,

@@ -26,9 +26,15 @@ import yaml
 from conftest import REPO, example_config, main_version, run_snakemake, write_plate
 
 from cellstrata.cli import main as cellstrata_main
-from cellstrata.config import ConfigError, check_config, load_config
+from cellstrata.config import (
+    ConfigError,
+)
 from cellstrata.example import generate_example
 from cellstrata.images.ingest import IngestError, write_manifest
+from cellstrata.workflow.validate import (
+    check_config,
+    load_config,
+)
 
 from .test_stewardship_faults import (
     _base_config as stewardship_config,

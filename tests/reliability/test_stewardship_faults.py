@@ -28,9 +28,11 @@ from conftest import REPO, example_config, main_version, run_snakemake
 from s3server import Relay, moto_s3_environment
 
 from cellstrata.cli import main as cellstrata_main
-from cellstrata.config import load_config
 from cellstrata.example import generate_example
 from cellstrata.stewardship.dvc import push, status
+from cellstrata.workflow.validate import (
+    load_config,
+)
 
 SIZE = 64
 PLATE = "ST1"

@@ -25,10 +25,12 @@ import pytest
 import yaml
 from conftest import main_version, run_snakemake, snakemake_command
 
-from cellstrata.config import load_config
 from cellstrata.example import generate_example
 from cellstrata.stewardship.dvc import StewardshipError, check_dvc_yaml, locked_outputs, status
 from cellstrata.stewardship.storage import storage_plan
+from cellstrata.workflow.validate import (
+    load_config,
+)
 
 from .test_stewardship_faults import PLATE, _base_config, _cellstrata, _md5s, _write_config
 
