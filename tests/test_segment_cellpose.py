@@ -545,7 +545,7 @@ def test_config_check_does_not_import_cellpose(tmp_path):
     model.write_bytes(b"weights")
     path = _write(tmp_path, _cellpose_config(tmp_path, cellpose={"model": str(model)}))
     code = (
-        "import sys; from cellstrata.config import load_config; "
+        "import sys; from cellstrata.workflow.validate import load_config; "
         f"load_config({str(path)!r}); "
         "print(sorted(m for m in ('cellpose', 'torch') if m in sys.modules))"
     )
