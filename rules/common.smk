@@ -21,7 +21,8 @@ from cellstrata.profiles.aggregate import EXPERIMENT_STEPS, check_platemaps
 from cellstrata.stewardship.provenance import recorded_batches
 from cellstrata.profiles.quality import QUALITY_TABLES
 from cellstrata.segment import cellpose_model_files
-from cellstrata.stewardship.dvc import check_ownership, check_retention
+from cellstrata.stewardship.ownership import (check_ownership,)
+from cellstrata.stewardship.retention import (check_retention,)
 from cellstrata.workflow.digests import CodeDigests, export_source
 
 export_source(SRC)

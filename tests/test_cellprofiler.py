@@ -25,7 +25,12 @@ from cellstrata.singlecell.cellprofiler import (
     convert_plate,
     image_metadata,
 )
-from cellstrata.stewardship.dvc import render_dvc_yaml, status
+from cellstrata.stewardship.dvc import (
+    render_dvc_yaml,
+)
+from cellstrata.stewardship.status import (
+    status,
+)
 from cellstrata.workflow.validate import (
     load_config,
 )

@@ -28,7 +28,9 @@ from cellstrata.singlecell.embed import (
     model_format,
     normalize_crops,
 )
-from cellstrata.stewardship.dvc import tracked_outputs
+from cellstrata.stewardship.tracked import (
+    tracked_outputs,
+)
 from cellstrata.workflow.validate import (
     load_config,
 )

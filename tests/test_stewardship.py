@@ -19,13 +19,19 @@ from s3server import Relay, moto_s3_environment
 
 from cellstrata.cli import main
 from cellstrata.stewardship.dvc import (
-    StewardshipError,
-    apply_retention,
     check_dvc_yaml,
-    check_retention,
-    status,
 )
 from cellstrata.stewardship.provenance import write_record
+from cellstrata.stewardship.retention import (
+    apply_retention,
+    check_retention,
+)
+from cellstrata.stewardship.status import (
+    status,
+)
+from cellstrata.stewardship.tracked import (
+    StewardshipError,
+)
 from cellstrata.workflow.validate import (
     load_config,
 )

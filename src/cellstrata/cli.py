@@ -85,7 +85,9 @@ def _emit(frame, args: argparse.Namespace, text: str) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from cellstrata.stewardship.dvc import status
+    from cellstrata.stewardship.status import (
+        status,
+    )
 
     table = status(_config(args), args.workspace)
     _emit(table, args, table.to_string(index=False))
@@ -105,7 +107,13 @@ def _storage_plan(args: argparse.Namespace) -> int:
 
 
 def _dvc_setup(args: argparse.Namespace) -> int:
-    from cellstrata.stewardship.dvc import StewardshipError, check_directory_remotes, setup_dvc
+    from cellstrata.stewardship.dvc import (
+        check_directory_remotes,
+        setup_dvc,
+    )
+    from cellstrata.stewardship.tracked import (
+        StewardshipError,
+    )
 
     config = _config(args)
     path = setup_dvc(config, args.config, args.workspace, create_remotes=args.create_remotes)
@@ -149,7 +157,9 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _apply_retention(args: argparse.Namespace) -> int:
-    from cellstrata.stewardship.dvc import apply_retention
+    from cellstrata.stewardship.retention import (
+        apply_retention,
+    )
 
     removed = apply_retention(_config(args), args.workspace, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
@@ -176,7 +186,9 @@ def _retire(args: argparse.Namespace) -> int:
 
 
 def _adopt(args: argparse.Namespace) -> int:
-    from cellstrata.stewardship.dvc import adopt
+    from cellstrata.stewardship.ownership import (
+        adopt,
+    )
 
     changes = adopt(_config(args), args.workspace, plates=args.plates, dry_run=args.dry_run)
     verb = "would adopt" if args.dry_run else "adopted"

@@ -23,7 +23,9 @@ from cellstrata.config import (
     level_path,
 )
 from cellstrata.example import generate_example
-from cellstrata.stewardship.dvc import status
+from cellstrata.stewardship.status import (
+    status,
+)
 from cellstrata.workflow.validate import (
     load_config,
 )

@@ -29,7 +29,12 @@ from s3server import Relay, moto_s3_environment
 
 from cellstrata.cli import main as cellstrata_main
 from cellstrata.example import generate_example
-from cellstrata.stewardship.dvc import push, status
+from cellstrata.stewardship.dvc import (
+    push,
+)
+from cellstrata.stewardship.status import (
+    status,
+)
 from cellstrata.workflow.validate import (
     load_config,
 )

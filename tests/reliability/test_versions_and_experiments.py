@@ -26,8 +26,17 @@ import yaml
 from conftest import main_version, run_snakemake, snakemake_command
 
 from cellstrata.example import generate_example
-from cellstrata.stewardship.dvc import StewardshipError, check_dvc_yaml, locked_outputs, status
+from cellstrata.stewardship.dvc import (
+    check_dvc_yaml,
+)
+from cellstrata.stewardship.status import (
+    status,
+)
 from cellstrata.stewardship.storage import storage_plan
+from cellstrata.stewardship.tracked import (
+    StewardshipError,
+    locked_outputs,
+)
 from cellstrata.workflow.validate import (
     load_config,
 )

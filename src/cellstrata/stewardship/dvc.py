@@ -1,4 +1,5 @@
-"""Data stewardship: retention actions, DVC tracking and remotes, verified archive, status.
+"""DVC over the workspace: ``dvc.yaml`` from the config, remotes, push, a verified archive, pull,
+and retiring a version the config no longer makes.
 
 The workspace is the directory Snakemake runs in (it holds ``results/``) and the DVC repository.
 Each kept or archived level is tracked as one DVC output per plate (a directory or a file), in a
@@ -7,48 +8,36 @@ frozen ``dvc.yaml`` stage generated from the config: Snakemake makes the data, D
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import getpass
 import hashlib
-import itertools
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import yaml
 
 from cellstrata.config import (
-    CELLPROFILER_VERSION,
-    EXPERIMENT_PATH,
-    EXPERIMENT_PROVENANCE_PATH,
-    LEVEL_PATHS,
-    LEVELS,
-    PROVENANCE_PATH,
     RETIRED_PATH,
-    VERSIONED_LEVELS,
     experiment_versions,
-    level_path,
-    plate_definition,
-    plate_level_versions,
-    retention_of,
 )
 from cellstrata.io import atomic_path
-from cellstrata.stewardship.provenance import PROVENANCE_DIR, read_records, write_record
+from cellstrata.stewardship.mtimes import restore_mtimes
 from cellstrata.stewardship.stale import STALE_LOG, stale_outputs, stale_records, visible
+from cellstrata.stewardship.tracked import (
+    StewardshipError,
+    TrackedOutput,
+    locked_outputs,
+    tracked_outputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,179 +46,6 @@ DVC_YAML_HEADER = (
     "# One frozen stage per plate and kept/archived level: Snakemake makes the data, DVC\n"
     "# stores it (`dvc commit` records it, `dvc push` sends it to the stage's remote).\n"
 )
-REMOTE_FOR = {"keep": "default", "archive": "archive"}
-
-
-class StewardshipError(RuntimeError):
-    """A retention, DVC or remote action could not be done safely; nothing was deleted."""
-
-
-@dataclass(frozen=True)
-class TrackedOutput:
-    """One DVC output: a plate's level (or its provenance, raw images, platemap), or a
-    version's experiment-level outputs (``plate`` None)."""
-
-    stage: str
-    path: str
-    level: str
-    plate: str | None
-    retention: str
-    version: str | None = None
-
-    @property
-    def remote(self) -> str:
-        return REMOTE_FOR[self.retention]
-
-
-def _inside(path: str | os.PathLike, workspace: Path) -> str | None:
-    """``path`` relative to the workspace, or None when it lies outside."""
-    full = (workspace / path).resolve()
-    try:
-        return full.relative_to(workspace.resolve()).as_posix()
-    except ValueError:
-        return None
-
-
-def _stage_name(*parts: str) -> str:
-    return "_".join(part.replace(".", "-") for part in parts)
-
-
-#: The experiment level's key in :func:`extra_versions` (it has no plate).
-EXPERIMENT_LEVEL = (None, "experiment")
-
-
-def retired_versions(workspace: str | os.PathLike = ".") -> set[str]:
-    """Versions retired with :func:`retire` (their records in :data:`RETIRED_PATH`)."""
-    return {path.stem for path in Path(workspace, RETIRED_PATH).glob("*.yaml")}
-
-
-def _version_paths() -> list[tuple[str, re.Pattern]]:
-    """(level, pattern with groups version and plate) of every versioned output path."""
-    patterns = [
-        (level, LEVEL_PATHS[level].format(version="(?P<version>[^/]+)", plate="(?P<plate>[^/]+)"))
-        for level in VERSIONED_LEVELS
-    ]
-    patterns.append(("experiment", EXPERIMENT_PATH.format(version="(?P<version>[^/]+)")))
-    return [(level, re.compile(pattern + "$")) for level, pattern in patterns]
-
-
-def extra_versions(
-    config: Mapping[str, Any],
-    workspace: str | os.PathLike = ".",
-    records: Sequence[Mapping[str, Any]] | None = None,
-) -> dict[tuple[str | None, str], list[str]]:
-    """Versions this workspace made or tracked that the config no longer makes.
-
-    A parameter change makes a new version beside the old one, and the old one's data stay
-    where they are: they must stay pushed, archived, counted and pullable until they are
-    retired on purpose (:func:`retire`). Its evidence is the provenance records (what jobs
-    made here, deleted levels included) and ``dvc.lock`` (what was tracked, archived data
-    included), for the config's image plates.
-
-    Returns
-    -------
-    dict
-        ``{(plate, level): [version, ...]}``; the experiment level's key is
-        :data:`EXPERIMENT_LEVEL`.
-    """
-    workspace = Path(workspace)
-    current = set(experiment_versions(config))
-    plates = {p["name"] for p in config["plates"] if p.get("images") is not None}
-    skip = current | retired_versions(workspace) | {CELLPROFILER_VERSION}
-    found: dict[tuple[str | None, str], set[str]] = {}
-
-    def add(plate: str | None, level: str, version: str | None) -> None:
-        if version and version not in skip and (plate is None or plate in plates):
-            found.setdefault((plate, level), set()).add(version)
-
-    if records is None:
-        records = read_records(workspace / "results")
-    for record in records:
-        wildcards = record["wildcards"]
-        if record["level"] not in VERSIONED_LEVELS or "seg" not in wildcards:
-            continue
-        if "plate" in wildcards:
-            add(wildcards["plate"], record["level"], wildcards["seg"])
-        else:  # rules experiment and quality
-            add(*EXPERIMENT_LEVEL, wildcards["seg"])
-    patterns = _version_paths()
-    for path in locked_outputs(workspace):
-        for level, pattern in patterns:
-            match = pattern.match(path)
-            if match:
-                add(match.groupdict().get("plate"), level, match["version"])
-    return {key: sorted(versions) for key, versions in sorted(found.items(), key=str)}
-
-
-def tracked_outputs(
-    config: Mapping[str, Any],
-    workspace: str | os.PathLike = ".",
-    *,
-    extra: Mapping[tuple[str | None, str], list[str]] | None = None,
-) -> list[TrackedOutput]:
-    """Every DVC output of the workspace, in a stable order: what the config asks for, and
-    the versions it no longer makes that the workspace still holds (``extra``, by default
-    :func:`extra_versions`; a caller that has them already passes them).
-
-    Raw images and platemaps are tracked only when they lie inside the workspace (DVC cannot
-    track files elsewhere); levels with retention ``delete`` are never tracked.
-    """
-    workspace = Path(workspace)
-    retention = config["retention"]
-    if extra is None:
-        extra = extra_versions(config, workspace)
-    outputs: list[TrackedOutput] = []
-    platemaps: dict[str, None] = {}
-    for plate in config["plates"]:
-        name = plate["name"]
-        # A CellProfiler plate's raw data is the CellProfiler output it was given.
-        raw = _inside(plate.get("images") or plate["cellprofiler"], workspace)
-        if raw is not None:
-            outputs.append(
-                TrackedOutput(
-                    _stage_name("raw", name), raw, "raw", name, retention_of(retention, "raw", name)
-                )
-            )
-        platemap = _inside(plate["platemap"], workspace)
-        if platemap is not None:
-            platemaps.setdefault(platemap)
-        for level in LEVEL_PATHS:
-            action = retention_of(retention, level, name)
-            if action == "delete":
-                continue
-            versions = plate_level_versions(config, name, level) + extra.get((name, level), [])
-            for version in versions:
-                stage = _stage_name(level, *([version] if version else []), name)
-                path = level_path(level, name, version)
-                outputs.append(TrackedOutput(stage, path, level, name, action, version))
-        outputs.append(
-            TrackedOutput(
-                _stage_name("provenance", name),
-                PROVENANCE_PATH.format(plate=name),
-                "provenance",
-                name,
-                "keep",
-            )
-        )
-    for version in experiment_versions(config) + extra.get(EXPERIMENT_LEVEL, []):
-        action = retention_of(retention, "profiles")
-        path = EXPERIMENT_PATH.format(version=version)
-        stage = _stage_name("experiment", version)
-        outputs.append(TrackedOutput(stage, path, "profiles", None, action, version))
-    outputs.append(
-        TrackedOutput(
-            "provenance_experiment", EXPERIMENT_PROVENANCE_PATH, "provenance", None, "keep"
-        )
-    )
-    if Path(workspace, RETIRED_PATH).is_dir():
-        outputs.append(
-            TrackedOutput("provenance_retired", RETIRED_PATH, "provenance", None, "keep")
-        )
-    for index, path in enumerate(platemaps):
-        outputs.append(
-            TrackedOutput(_stage_name("platemap", str(index + 1)), path, "platemap", None, "keep")
-        )
-    return outputs
 
 
 def render_dvc_yaml(config: Mapping[str, Any], config_name: str, workspace: str = ".") -> str:
@@ -734,103 +550,6 @@ def pull(
     return targets
 
 
-def _recorded_ends(workspace: Path) -> dict[str, float]:
-    """Recorded end time of the job behind each output and record file (workspace-relative
-    paths); a directory's ``.snakemake_timestamp`` gets the newest end of the outputs in it."""
-    ends: dict[str, float] = {}
-    for record_file in sorted(Path(workspace, "results", "provenance").rglob("*.json")):
-        record = json.loads(record_file.read_text())
-        end = datetime.fromisoformat(record["end"]).timestamp()
-        ends[record_file.relative_to(workspace).as_posix()] = end
-        for output in record["outputs"]:
-            ends[output["path"]] = end
-    directories: dict[str, float] = {}
-    for path, end in ends.items():
-        for parent in Path(path).parents[:-1]:
-            key = f"{parent.as_posix()}/.snakemake_timestamp"
-            directories[key] = max(end, directories.get(key, end))
-    return {**directories, **ends}
-
-
-def _clock(anchors: Sequence[tuple[float, float]], newest: float) -> Callable[[float], float]:
-    """Map recorded end times onto this workspace's file times, keeping their order.
-
-    ``anchors``: (recorded end, modification time) of the outputs in the workspace that are
-    not being restored. A time maps to no later than every anchor of a later end (the
-    outputs made from it stay up to date) and no earlier than every anchor of an earlier end
-    (it stays up to date with what it was made from); between anchors it is interpolated,
-    after the last one it advances as recorded, up to now. Without anchors, all times shift
-    together so that ``newest`` is now.
-    """
-    now = time.time()
-    if not anchors:
-        return lambda end: end + now - newest
-    by_end: dict[float, list[float]] = {}
-    for end, mtime in anchors:
-        by_end.setdefault(end, []).append(mtime)
-    ends = sorted(by_end)
-    # lows[i]: the newest anchor up to ends[i]; highs[i]: the oldest from ends[i] on.
-    lows = list(itertools.accumulate((max(by_end[e]) for e in ends), max))
-    highs = list(itertools.accumulate((min(by_end[e]) for e in reversed(ends)), min))[::-1]
-    xs, ys = [*ends], [*highs]
-    if newest > ends[-1]:
-        xs.append(newest)
-        ys.append(max(lows[-1], min(now, lows[-1] + newest - ends[-1])))
-
-    def clock(end: float) -> float:
-        stamp = ys[0] - (xs[0] - end) if end < xs[0] else float(np.interp(end, xs, ys))
-        before = bisect.bisect_left(ends, end)
-        if before:
-            stamp = max(stamp, lows[before - 1])
-        after = bisect.bisect_right(ends, end)
-        if after < len(ends):
-            stamp = min(stamp, highs[after])
-        return stamp
-
-    return clock
-
-
-def restore_mtimes(workspace: str | os.PathLike, paths: Sequence[str]) -> int:
-    """Give pulled files modification times in the order their jobs ran; return how many.
-
-    Outputs get their job's recorded end time (a record file too), a directory output's
-    ``.snakemake_timestamp`` the newest time beside it, and files no job made (platemaps, raw
-    images) a time before every output, as sources. These times are then anchored to the
-    outputs already in the workspace (:func:`_clock`): a pulled file is never newer than an
-    output of a later job there, so pulling a level back into a complete workspace makes
-    nothing look out of date; with nothing there (a collaborator's clone), the newest pulled
-    file is now.
-    """
-    workspace = Path(workspace)
-    ends = _recorded_ends(workspace)
-    files = []
-    for path in paths:
-        full = workspace / path
-        files += [p for p in full.rglob("*") if p.is_file()] if full.is_dir() else [full]
-    stamped: dict[Path, float] = {}
-    sources = []
-    for file in files:
-        relative = file.relative_to(workspace).as_posix()
-        if relative in ends:
-            stamped[file] = ends[relative]
-        elif file.name != ".snakemake_timestamp":
-            sources.append(file)
-    if not stamped:
-        return 0
-    stamped.update(dict.fromkeys(sources, min(stamped.values()) - 1))
-    pulled = {file.relative_to(workspace).as_posix() for file in files}
-    anchors = []
-    for path, end in ends.items():
-        if path not in pulled:
-            with contextlib.suppress(OSError):  # not in the workspace: no anchor
-                anchors.append((end, (workspace / path).stat().st_mtime))
-    clock = _clock(anchors, max(stamped.values()))
-    for file, end in stamped.items():
-        stamp = clock(end)
-        os.utime(file, (stamp, stamp))
-    return len(stamped)
-
-
 def clean_stale(
     config: Mapping[str, Any], workspace: str | os.PathLike = ".", *, dry_run: bool = False
 ) -> tuple[list[str], list[str]]:
@@ -872,86 +591,6 @@ def clean_stale(
     return relative, [r.relative_to(workspace).as_posix() for r in records]
 
 
-def check_retention(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> None:
-    """Refuse a run that would silently delete data kept under an earlier retention.
-
-    Snakemake removes temp() outputs once their consumers finish, also outputs that an earlier
-    run made while the level was kept. Such files are found through their provenance records;
-    files no record names (outputs of an interrupted job, which Snakemake redoes) are not.
-
-    Raises
-    ------
-    StewardshipError
-        Naming the files and the explicit command that deletes them.
-    """
-    workspace = Path(workspace)
-    retention = config["retention"]
-    doomed, made_as = [], None
-    for level, template in LEVEL_PATHS.items():
-        if retention_of(retention, level) != "delete":
-            continue
-        root = workspace.joinpath(*Path(template).parts[:2])  # e.g. results/masks
-        files = [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
-        if not files:
-            continue
-        if made_as is None:  # read the records only when something is at stake
-            made_as = {
-                output["path"]: record["retention"]
-                for record in read_records(workspace / "results")
-                for output in record["outputs"]
-            }
-        for file in files:
-            relative = file.relative_to(workspace).as_posix()
-            made = made_as.get(relative)
-            # Unrecorded: the output of a job killed before it wrote its record (a half-filled
-            # directory, a table written just before the kill). Snakemake redoes that job
-            # whatever the retention (the record is one of its outputs) and removes the file
-            # first, so refusing would protect nothing, yet it blocked every later run (the
-            # reliability suite's kill soak), and apply-retention, which deletes recorded
-            # files only, could not clear it.
-            if made is not None and made != "delete":
-                doomed.append(f"{relative} (made as {made})")
-    if doomed:
-        listing = "\n".join(f"  - {d}" for d in doomed[:20])
-        more = f"\n  ... and {len(doomed) - 20} more" if len(doomed) > 20 else ""
-        raise StewardshipError(
-            f"retention is now delete for {len(doomed)} existing file(s) that were kept; "
-            f"Snakemake would remove them silently:\n{listing}{more}\n"
-            "Run `cellstrata apply-retention` to delete them explicitly (their provenance "
-            "records stay as tombstones), or set their level's retention back."
-        )
-
-
-def apply_retention(
-    config: Mapping[str, Any], workspace: str | os.PathLike = ".", *, dry_run: bool = False
-) -> list[str]:
-    """Explicitly delete local outputs of levels whose retention is delete.
-
-    Only files with a provenance record are deleted (the record stays as the tombstone).
-    """
-    workspace = Path(workspace)
-    recorded = {
-        output["path"]
-        for record in read_records(workspace / "results")
-        for output in record["outputs"]
-    }
-    removed = []
-    for level, template in LEVEL_PATHS.items():
-        if retention_of(config["retention"], level) != "delete":
-            continue
-        for plate in config["plates"]:
-            files = []
-            for root in workspace.glob(template.format(plate=plate["name"], version="*")):
-                files += [root] if root.is_file() else list(root.rglob("*"))
-            for file in files:
-                relative = file.relative_to(workspace).as_posix()
-                if file.is_file() and relative in recorded:
-                    removed.append(relative)
-                    if not dry_run:
-                        file.unlink()
-    return removed
-
-
 def remote_has(workspace: Path, remote: str, oid: str) -> bool | None:
     """Whether a remote holds an object (None when the remote cannot be reached)."""
     try:
@@ -959,106 +598,6 @@ def remote_has(workspace: Path, remote: str, oid: str) -> bool | None:
         return bool(odb.fs.exists(odb.oid_to_path(oid)))
     except Exception:  # unreachable or unconfigured remote: unknown, not absent
         return None
-
-
-def locked_outputs(workspace: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Outputs recorded in ``dvc.lock``: path -> ``{"md5", "size", "nfiles"}``."""
-    lock = Path(workspace, "dvc.lock")
-    if not lock.exists():
-        return {}
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    return {
-        out["path"]: {
-            "md5": out.get("md5"),
-            "size": int(out.get("size", 0)),
-            "nfiles": int(out.get("nfiles", 1)),
-        }
-        for stage in stages.values()
-        for out in stage.get("outs", [])
-    }
-
-
-def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.DataFrame:
-    """Per plate × level (× segmentation version): where its data is, and its state.
-
-    States: ``present`` (in the workspace), ``archived`` (on the archive remote, not local),
-    ``on remote`` (kept level not local but on its remote), ``deleted`` (retention delete,
-    tombstones say what existed), ``not built`` (a level the config turns off, such as crops),
-    ``missing`` (nowhere known).
-    """
-    from cellstrata.stewardship.storage import disk_usage
-
-    workspace = Path(workspace)
-    records = read_records(workspace / "results")
-    locked = locked_outputs(workspace)
-    # The records are read once: the versions they name serve the tracked outputs too.
-    extra = extra_versions(config, workspace, records)
-    tracked = {
-        (o.level, o.plate, o.version): o for o in tracked_outputs(config, workspace, extra=extra)
-    }
-    # Batch files of an old batching: reported apart, never counted as the level's data.
-    stale = {key: visible(files) for key, files in stale_outputs(config, workspace).items()}
-    rows = []
-    for plate in (p["name"] for p in config["plates"]):
-        for level in LEVELS:
-            if level == "raw":
-                continue
-            action = retention_of(config["retention"], level, plate)
-            versions = plate_level_versions(config, plate, level) + extra.get((plate, level), [])
-            for version in versions:
-                files, size = disk_usage(workspace / level_path(level, plate, version))
-                old = stale.get((plate, level, version), [])
-                stale_bytes = sum(f.stat().st_size for f in old)
-                files, size = files - len(old), size - stale_bytes
-                made = [
-                    r
-                    for r in records
-                    if r["level"] == level
-                    and r["wildcards"].get("plate") == plate
-                    and r["wildcards"].get("seg") == version
-                ]
-                out = tracked.get((level, plate, version))
-                oid = locked.get(out.path, {}).get("md5") if out else None
-                on_remote = remote_has(workspace, out.remote, oid) if oid else None
-                if files:
-                    state = "present"
-                elif on_remote:
-                    state = "archived" if action == "archive" else "on remote"
-                elif made and action == "delete":
-                    state = "deleted"
-                elif level == "crops" and not config["crops"]["enabled"]:
-                    state = "not built"  # as the run summary says: off, not lost
-                else:
-                    state = "missing"
-                rows.append(
-                    {
-                        "plate": plate,
-                        "level": level,
-                        "version": version,
-                        "retention": action,
-                        "state": state,
-                        "files": files,
-                        "bytes": size,
-                        "remote": out.remote if out else None,
-                        "on_remote": on_remote,
-                        "stale_files": len(old),
-                        "stale_bytes": stale_bytes,
-                        "note": "; ".join(
-                            note
-                            for note in (
-                                f"reproducible from rule {made[0]['rule']} "
-                                f"({len(made)} job record(s))"
-                                if state == "deleted"
-                                else "",
-                                f"{len(old)} stale file(s) beside: cellstrata clean-stale"
-                                if old
-                                else "",
-                            )
-                            if note
-                        ),
-                    }
-                )
-    return pd.DataFrame(rows)
 
 
 def retire(
@@ -1163,153 +702,3 @@ def _write_dvc_yaml(config: Mapping[str, Any], config_name: str, workspace: Path
     with atomic_path(path) as tmp:  # a killed write leaves the committed dvc.yaml whole
         tmp.write_text(render_dvc_yaml(config, config_name, str(workspace)))
     return path
-
-
-def _owner_records(workspace: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """One record per plate of the workspace (its ingest record, else its first) and one per
-    experiment-level version: who made what the workspace holds."""
-    root = workspace / "results" / PROVENANCE_DIR
-    found = []
-    for folder in sorted(p for p in root.glob("*") if p.is_dir()):
-        if folder == workspace / RETIRED_PATH:
-            continue
-        groups = (
-            sorted(p for p in folder.glob("*") if p.is_dir())
-            if folder == workspace / EXPERIMENT_PROVENANCE_PATH
-            else [folder]
-        )
-        for group in groups:
-            first = group / "ingest.json"
-            if not first.exists():
-                first = next(iter(sorted(group.rglob("*.json"))), None)
-            if first is not None:
-                found.append((first, json.loads(first.read_text())))
-    return found
-
-
-def _source(definition: Mapping[str, Any]) -> tuple[str, str]:
-    """(kind, normalised path) of a plate definition's data: its images or CellProfiler output."""
-    kind = "images" if definition.get("images") is not None else "cellprofiler"
-    return kind, os.path.normpath(str(definition.get(kind)))
-
-
-def _place(record: Mapping[str, Any]) -> str:
-    plate = record["wildcards"].get("plate")
-    return f"plate {plate}" if plate else f"the experiment level of {record['wildcards']['seg']}"
-
-
-def check_ownership(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> None:
-    """Refuse a config that would overwrite data another experiment, or another plate
-    definition, made in this workspace.
-
-    Every job record names its experiment and plate definition (image root or CellProfiler
-    output, platemap). A workspace holds one experiment: another experiment's plates reuse its
-    plate names, or share its experiment-level tables, summary and report. A plate whose data
-    came from another image root is refused too. Records written before they named their
-    experiment are trusted.
-
-    Raises
-    ------
-    StewardshipError
-        Naming both sides, with the two ways out: a workspace of its own
-        (``snakemake --directory``) or ``cellstrata adopt``.
-    """
-    workspace = Path(workspace)
-    experiment = config["experiment"]
-    plates = {p["name"] for p in config["plates"]}
-    others: dict[str, list[str]] = {}
-    moved = []
-    for _, record in _owner_records(workspace):
-        owner = record.get("experiment")
-        if owner is None:
-            continue
-        if owner != experiment:
-            others.setdefault(owner, []).append(_place(record))
-            continue
-        recorded = record.get("plate")
-        if recorded and recorded["name"] in plates:
-            current = plate_definition(config, recorded["name"])
-            if _source(recorded) != _source(current):
-                kind, before = _source(recorded)
-                moved.append(
-                    f"  - plate {recorded['name']}: made from {kind} {before}, the config "
-                    f"gives {_source(current)[1]}"
-                )
-    adopt_hint = "cellstrata adopt --config <this config>"
-    if others:
-        held = "\n".join(
-            f"  - experiment {owner!r}: {', '.join(places)}" for owner, places in others.items()
-        )
-        raise StewardshipError(
-            f"this workspace holds data of another experiment:\n{held}\n"
-            f"The config is experiment {experiment!r}: its plates, experiment-level tables, "
-            "summary and report would overwrite them. Run it in a workspace of its own: "
-            "snakemake --directory <new workspace> --configfile <this config> (the results go "
-            "there). If it is the same experiment under a new name, take the data over "
-            f"explicitly: {adopt_hint}"
-        )
-    if moved:
-        raise StewardshipError(
-            "plates of this workspace were made from other data than the config gives:\n"
-            + "\n".join(moved)
-            + f"\nIf the raw data moved (a new mount), take the outputs over with `{adopt_hint}`; "
-            "if these are other data, give the plate another name or run it in a workspace of "
-            "its own (snakemake --directory <new workspace>)."
-        )
-
-
-def adopt(
-    config: Mapping[str, Any],
-    workspace: str | os.PathLike = ".",
-    *,
-    plates: Sequence[str] | None = None,
-    dry_run: bool = False,
-) -> list[str]:
-    """Take the workspace's data over for the config: the records of its plates (and of the
-    experiment level) are rewritten with the config's experiment and plate definitions, each
-    keeping what it said before under ``adopted``.
-
-    For the legitimate cases :func:`check_ownership` refuses: raw images moved to a new mount,
-    an experiment renamed. Whatever depends on a changed image root re-runs as Snakemake decides
-    (the image paths are parameters of rule ingest).
-
-    Returns
-    -------
-    list of str
-        One line per plate or experiment-level version taken over.
-    """
-    workspace = Path(workspace)
-    chosen = set(plates) if plates else {p["name"] for p in config["plates"]}
-    unknown = chosen - {p["name"] for p in config["plates"]}
-    if unknown:
-        raise StewardshipError(f"adopt: {sorted(unknown)} are not plates of the config")
-    experiment = config["experiment"]
-    changes: dict[str, list[Path]] = {}
-    root = workspace / "results" / PROVENANCE_DIR
-    for path in sorted(root.rglob("*.json")):
-        record = json.loads(path.read_text())
-        plate = record["wildcards"].get("plate")
-        if plate is not None and plate not in chosen:
-            continue
-        definition = plate_definition(config, plate) if plate else None
-        before = {"experiment": record.get("experiment"), "plate": record.get("plate")}
-        if before == {"experiment": experiment, "plate": definition}:
-            continue
-        place = _place(record)
-        if before["experiment"] != experiment:
-            place += f": experiment {before['experiment']!r} -> {experiment!r}"
-        if definition and before["plate"] and _source(before["plate"]) != _source(definition):
-            place += f": {_source(before['plate'])[1]} -> {_source(definition)[1]}"
-        changes.setdefault(place, []).append(path)
-        if dry_run:
-            continue
-        record.setdefault("adopted", []).append(
-            {
-                "from": before,
-                "at": datetime.now().astimezone().isoformat(timespec="seconds"),
-                "user": getpass.getuser(),
-            }
-        )
-        record["experiment"], record["plate"] = experiment, definition
-        write_record(path, record)
-    return [f"{place} ({len(paths)} record(s))" for place, paths in changes.items()]

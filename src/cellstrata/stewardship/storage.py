@@ -11,8 +11,11 @@ import pandas as pd
 
 from cellstrata.config import LEVEL_PATHS, LEVELS, level_path, plate_level_versions, retention_of
 from cellstrata.images.ingest import IngestError, scan_plate
-from cellstrata.stewardship.dvc import extra_versions, locked_outputs
 from cellstrata.stewardship.provenance import read_records
+from cellstrata.stewardship.tracked import (
+    extra_versions,
+    locked_outputs,
+)
 
 GB = 1e9
 TB = 1e12
