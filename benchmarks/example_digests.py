@@ -48,7 +48,8 @@ def run_example(workspace: Path, cores: int) -> None:
     # The package of the workspace's own commit, whatever the venv's editable install points at.
     env = {**os.environ, "PYTHONPATH": str(workspace.resolve() / "src")}
     for step in steps:
-        subprocess.run(step, cwd=workspace, check=True, env=env)
+        # Their messages go to stderr: stdout is the digest list.
+        subprocess.run(step, cwd=workspace, check=True, env=env, stdout=sys.stderr)
 
 
 def digests(workspace: Path) -> list[tuple[str, str]]:
