@@ -13,20 +13,18 @@ from skimage.segmentation import expand_labels
 
 from cellstrata.io import ImageReadError
 from cellstrata.segment import (
-    MatchCounts,
-    _refine_shapes,
     cytoplasm,
     default_min_area,
-    estimate_diameter,
-    match_f1,
     propagate,
     segment_cells,
     segment_directory,
     segment_nuclei,
     segment_site,
 )
+from cellstrata.segment.classical import _refine_shapes
+from cellstrata.segment.evaluate import MatchCounts, match_f1
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DSB = SHARED_DATA / "nuclei_dsb2018_dev"
 
 
@@ -317,15 +315,6 @@ def test_convexity_refinement_merges_overcut_and_splits_waist():
     left, right = refined[70, 75], refined[70, 100]
     assert left > 0 and right > 0 and left != right
     assert set(np.unique(refined[labels == 6])) == {left, right}
-
-
-def test_estimate_diameter_from_image():
-    image, _ = _scene(_grid(), radius=8)
-    assert estimate_diameter(image) == pytest.approx(16, abs=2)
-    image, _ = _scene(_grid(3, 48, 30), radius=14)
-    assert estimate_diameter(image) == pytest.approx(28, abs=3)
-    assert estimate_diameter(np.zeros((50, 50)), default=17.0) == 17.0
-    assert segment_nuclei(image, diameter=None).max() == 9
 
 
 def test_bad_arguments():
@@ -767,7 +756,7 @@ def test_segment_directory_uses_package_defaults(tmp_path):
 def test_segment_directory_uint32_beyond_65535_labels(tmp_path, monkeypatch):
     import tifffile
 
-    import cellstrata.segment as segment
+    import cellstrata.segment.directory as segment
 
     many = np.arange(300 * 300, dtype=np.int32).reshape(300, 300)  # 89999 objects
     monkeypatch.setattr(segment, "segment_nuclei", lambda image: many)
