@@ -107,7 +107,7 @@ def segment_batch(
     """Segment every corrected site of one job into label TIFFs.
 
     The keyword arguments are one segmentation version of the config
-    (:func:`cellstrata.config.segmentation_versions`). With ``method="cellpose"`` the
+    (:func:`cellstrata.segment.versions.segmentation_versions`). With ``method="cellpose"`` the
     model(s) are loaded once for the job and run on several sites per call (as many as fill
     a batch of ``batch_size`` tiles).
 
