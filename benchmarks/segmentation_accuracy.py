@@ -2,8 +2,8 @@
 
 Runs :func:`cellstrata.segment.segment_nuclei` (package defaults, one parameter set for all
 images) on every image of a folder, matches predicted to true nuclei one-to-one at
-``IoU >= --iou`` (:func:`cellstrata.segment.match_f1`, shared with the test suite) and prints,
-per image, the counts, F1, precision, recall and the segmentation time, then the pooled
+``IoU >= --iou`` (:func:`cellstrata.segment.evaluate.match_f1`, shared with the test suite)
+and prints, per image, the counts, F1, precision, recall and the segmentation time, then the pooled
 (micro-averaged) scores. The last line is always ``f1=<F1> precision=<P> recall=<R>``.
 
 Default data: the DSB2018 fluorescence dev set beside the repository,
@@ -61,11 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     from cellstrata.io import read_image
     from cellstrata.segment import (
         IMAGE_SUFFIXES,
-        MatchCounts,
-        match_f1,
         nuclei_segmenter,
         read_nuclear_image,
     )
+    from cellstrata.segment.evaluate import MatchCounts, match_f1
 
     for folder in (args.images, args.labels):
         if not folder.is_dir():

@@ -14,13 +14,14 @@ sys.path.insert(0, SRC)
 
 from cellstrata.singlecell.cellprofiler import CellProfilerError, source_files
 from cellstrata.workflow.cluster import check_profile_environment, gpu_gres
-from cellstrata.config import (CELLPROFILER_BATCH, CELLPROFILER_VERSION, PROFILE_STEPS, SCHEMA_PATH, channel_names, embedding_enabled, experiment_versions, is_cellprofiler_plate, retention_of, segmentation_versions, version_plates,)
+from cellstrata.config import (CELLPROFILER_BATCH, CELLPROFILER_VERSION, PROFILE_STEPS, SCHEMA_PATH, channel_names, embedding_enabled, is_cellprofiler_plate, retention_of, version_plates,)
 from cellstrata.workflow.validate import (check_config,)
 from cellstrata.images.ingest import IngestError, image_signature, plate_inventory
 from cellstrata.profiles.aggregate import EXPERIMENT_STEPS, check_platemaps
 from cellstrata.stewardship.provenance import recorded_batches
 from cellstrata.profiles.quality import QUALITY_TABLES
-from cellstrata.segment import cellpose_model_files
+from cellstrata.segment.params import cellpose_model_files
+from cellstrata.segment.versions import (experiment_versions, segmentation_versions,)
 from cellstrata.stewardship.ownership import (check_ownership,)
 from cellstrata.stewardship.retention import (check_retention,)
 from cellstrata.workflow.digests import CodeDigests, export_source

@@ -1,6 +1,6 @@
 """Snakemake script: nuclei, cell and cytoplasm masks of one batch."""
 
-from cellstrata.segment import segment_batch
+from cellstrata.segment.batch import segment_batch
 from cellstrata.stewardship.provenance import recorded_job
 
 with recorded_job(snakemake):

@@ -160,7 +160,8 @@ def main_version(config: dict) -> str:
 
     from snakemake.utils import validate
 
-    from cellstrata.config import SCHEMA_PATH, segmentation_versions
+    from cellstrata.config import SCHEMA_PATH
+    from cellstrata.segment.versions import segmentation_versions
 
     config = copy.deepcopy(config)
     validate(config, str(SCHEMA_PATH))

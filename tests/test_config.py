@@ -123,7 +123,7 @@ def test_feature_set_is_checked(tmp_path, features, message):
 def test_cells_method_default_makes_a_new_version_and_watershed_keeps_its_old_one(tmp_path):
     """Propagation became the default cells method: configs taking the default get a new
     segmentation version, one that names the watershed keeps the version it had before."""
-    from cellstrata.config import segmentation_versions
+    from cellstrata.segment.versions import segmentation_versions
 
     def version(cells=None, cytoplasm=None):
         config = yaml.safe_load((REPO / "config/config.yaml").read_text())

@@ -215,7 +215,7 @@ def _clean_stale(args: argparse.Namespace) -> int:
 
 
 def _segment_nuclei(args: argparse.Namespace) -> int:
-    from cellstrata.segment import segment_directory
+    from cellstrata.segment.directory import segment_directory
 
     params = {} if args.diameter is None else {"diameter": args.diameter}
     if args.gpu:

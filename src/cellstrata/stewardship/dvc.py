@@ -27,9 +27,9 @@ import yaml
 
 from cellstrata.config import (
     RETIRED_PATH,
-    experiment_versions,
 )
 from cellstrata.io import atomic_path
+from cellstrata.segment.versions import experiment_versions
 from cellstrata.stewardship.mtimes import restore_mtimes
 from cellstrata.stewardship.stale import STALE_LOG, stale_outputs, stale_records, visible
 from cellstrata.stewardship.tracked import (

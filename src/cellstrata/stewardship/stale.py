@@ -23,9 +23,9 @@ from cellstrata.config import (
     LEVEL_PATHS,
     PROVENANCE_PATH,
     is_cellprofiler_plate,
-    plate_level_versions,
 )
 from cellstrata.images.ingest import plate_inventory
+from cellstrata.segment.versions import plate_level_versions
 
 #: Levels made one job per batch: a file or a directory per batch in the plate directory.
 BATCH_LEVELS = ("corrected", "masks", "crops", "embeddings", "features")

@@ -12,9 +12,9 @@ import pandas as pd
 from cellstrata.config import (
     LEVELS,
     level_path,
-    plate_level_versions,
     retention_of,
 )
+from cellstrata.segment.versions import plate_level_versions
 from cellstrata.stewardship.dvc import (
     remote_has,
 )

@@ -20,11 +20,10 @@ from cellstrata.config import (
     PROVENANCE_PATH,
     RETIRED_PATH,
     VERSIONED_LEVELS,
-    experiment_versions,
     level_path,
-    plate_level_versions,
     retention_of,
 )
+from cellstrata.segment.versions import experiment_versions, plate_level_versions
 from cellstrata.stewardship.provenance import read_records
 
 REMOTE_FOR = {"keep": "default", "archive": "archive"}

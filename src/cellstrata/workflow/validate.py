@@ -19,14 +19,14 @@ from cellstrata.config import (
     LEVELS,
     SCHEMA_PATH,
     ConfigError,
-    _segmentation_params,
-    _version_tag,
     channel_names,
     embedding_enabled,
     is_cellprofiler_plate,
     retention_of,
 )
-from cellstrata.segment import CellposeOptions, check_cellpose_options, check_site_params
+from cellstrata.segment.batch import check_site_params
+from cellstrata.segment.params import CellposeOptions, check_cellpose_options
+from cellstrata.segment.versions import _segmentation_params, _version_tag
 from cellstrata.singlecell.embed import check_embedding_config
 from cellstrata.singlecell.features import feature_columns
 

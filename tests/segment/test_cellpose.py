@@ -27,18 +27,17 @@ from test_config import MINIMAL, _write
 
 from cellstrata.config import (
     ConfigError,
-    segmentation_versions,
 )
 from cellstrata.io import site_file, write_tiff
 from cellstrata.segment import (
     CellposeError,
-    MatchCounts,
     check_cellpose_options,
-    match_f1,
     reconcile_cells,
     segment_batch,
     segment_directory,
 )
+from cellstrata.segment.evaluate import MatchCounts, match_f1
+from cellstrata.segment.versions import segmentation_versions
 from cellstrata.workflow.validate import (
     load_config,
 )
@@ -250,7 +249,7 @@ def test_cellpose4_calls_follow_its_documented_api(tmp_path, monkeypatch, caplog
     # records how it is called checks the plumbing of the cellpose 4 branch, not cellpose 4.
     import types
 
-    from cellstrata import segment
+    from cellstrata.segment import cellpose as segment
 
     calls = []
 
@@ -292,7 +291,7 @@ def test_cellpose4_calls_follow_its_documented_api(tmp_path, monkeypatch, caplog
 def test_segment_batch_on_example_sites_matches_the_truth(
     cellpose_model, small_example, tmp_path, monkeypatch
 ):
-    from cellstrata import segment
+    from cellstrata.segment import cellpose as segment
 
     truth = pd.read_parquet(small_example / "ground_truth/cells.parquet")
     truth = truth.groupby(["well", "site"]).size()

@@ -1,0 +1,36 @@
+"""Segmentation parameters (segment/params.py) and version names (segment/versions.py): what
+they may import."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import cellstrata
+
+PACKAGE = Path(cellstrata.__file__).parent
+
+
+def _imported(path: Path) -> set[str]:
+    """Every module an import statement of ``path`` names, those inside functions included."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_params_import_nothing_heavy():
+    # Config validation and the version names read the parameters without the segmentation
+    # code: no scikit-image, scipy, torch or cellpose, and no other segment module.
+    heavy = ("skimage", "scipy", "torch", "cellpose", "cellstrata")
+    imported = _imported(PACKAGE / "segment" / "params.py")
+    assert not {name for name in imported if name.split(".")[0] in heavy}
+
+
+def test_config_is_a_leaf():
+    # Fails on the code before issue 16: config._version_params imported cellstrata.segment.
+    imported = _imported(PACKAGE / "config.py")
+    assert not {name for name in imported if name.split(".")[0] == "cellstrata"}
