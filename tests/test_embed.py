@@ -15,6 +15,8 @@ from conftest import example_config, main_version, run_snakemake
 
 from cellstrata.config import (
     ConfigError,
+)
+from cellstrata.levels import (
     plate_level_versions,
 )
 from cellstrata.profiles.aggregate import aggregate_features, embedding_rows

@@ -26,12 +26,15 @@ from typing import Any
 import yaml
 
 from cellstrata.config import (
-    RETIRED_PATH,
     experiment_versions,
 )
 from cellstrata.io import atomic_path
+from cellstrata.levels import (
+    RETIRED_PATH,
+    STALE_LOG,
+)
 from cellstrata.stewardship.mtimes import restore_mtimes
-from cellstrata.stewardship.stale import STALE_LOG, stale_outputs, stale_records, visible
+from cellstrata.stewardship.stale import stale_outputs, stale_records, visible
 from cellstrata.stewardship.tracked import (
     StewardshipError,
     TrackedOutput,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from cellstrata.config import (
+from cellstrata.levels import (
     LEVELS,
     level_path,
     plate_level_versions,

@@ -14,13 +14,15 @@ import yaml
 
 from cellstrata.config import (
     CELLPROFILER_VERSION,
+    experiment_versions,
+)
+from cellstrata.levels import (
     EXPERIMENT_PATH,
     EXPERIMENT_PROVENANCE_PATH,
     LEVEL_PATHS,
     PROVENANCE_PATH,
     RETIRED_PATH,
     VERSIONED_LEVELS,
-    experiment_versions,
     level_path,
     plate_level_versions,
     retention_of,

@@ -16,7 +16,6 @@ from typing import Any
 import yaml
 
 from cellstrata.config import (
-    LEVELS,
     SCHEMA_PATH,
     ConfigError,
     _segmentation_params,
@@ -24,6 +23,9 @@ from cellstrata.config import (
     channel_names,
     embedding_enabled,
     is_cellprofiler_plate,
+)
+from cellstrata.levels import (
+    LEVELS,
     retention_of,
 )
 from cellstrata.segment import CellposeOptions, check_cellpose_options, check_site_params
