@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 
@@ -21,6 +24,28 @@ PROFILE_REPORTS = ("cell_qc", "nonfinite", "platemap", "normalization")
 #: and the levels it has (CellProfiler made the image levels, outside this workflow).
 CELLPROFILER_VERSION = "cellprofiler"
 CELLPROFILER_BATCH = "all"
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def schema_default(*keys: str) -> Any:
+    """The default the configuration schema gives the setting at ``keys``.
+
+    Package defaults that mirror a configuration setting take it from here, so that each is
+    written once, in the schema beside its description.
+
+    Examples
+    --------
+    >>> schema_default("batching", "wells_per_job")
+    4
+    """
+    node = _schema()
+    for key in keys:
+        node = node["properties"][key]
+    return node["default"]
 
 
 class ConfigError(ValueError):

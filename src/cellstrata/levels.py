@@ -13,24 +13,21 @@ This module reads constants and readers of :mod:`cellstrata.config` only.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from cellstrata.config import (
     CELLPROFILER_BATCH,
     CELLPROFILER_VERSION,
     PROFILE_REPORTS,
     PROFILE_STEPS,
-    SCHEMA_PATH,
     ConfigError,
     embedding_enabled,
     is_cellprofiler_plate,
+    schema_default,
     segmentation_versions,
 )
 
@@ -111,12 +108,12 @@ class Level:
     @property
     def retention(self) -> str | None:
         """Default retention (None: ``retention.default``), from the schema."""
-        return _schema_defaults()["retention"][self.name]
+        return schema_default("retention", "levels", self.name)
 
     @property
     def size_ratio(self) -> float | None:
         """Expected size relative to the raw images, from the schema (None for raw)."""
-        return _schema_defaults()["size_ratios"].get(self.name)
+        return schema_default("storage", "size_ratios").get(self.name)
 
 
 def _tables(root: str, names: Iterable[str]) -> dict[str, str]:
@@ -272,16 +269,6 @@ VERSIONED_LEVELS = tuple(level.name for level in LEVEL_DECLARATIONS if level.ver
 CELLPROFILER_LEVELS = tuple(level.name for level in LEVEL_DECLARATIONS if level.cellprofiler)
 #: Levels made one job per batch: a file or a directory per batch in the plate directory.
 BATCH_LEVELS = tuple(level.name for level in LEVEL_DECLARATIONS if level.scope == "batch")
-
-
-@functools.cache
-def _schema_defaults() -> dict[str, dict[str, Any]]:
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]
-    levels = schema["retention"]["properties"]["levels"]["properties"]
-    return {
-        "retention": {name: spec["default"] for name, spec in levels.items()},
-        "size_ratios": schema["storage"]["properties"]["size_ratios"]["default"],
-    }
 
 
 def output_of(rule: str, name: str | None = None) -> str:
