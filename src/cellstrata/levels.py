@@ -31,14 +31,16 @@ from cellstrata.config import (
     segmentation_versions,
 )
 
+#: Every job's provenance record (JSON), under a folder per plate or the experiment.
+PROVENANCE_ROOT = "results/provenance"
 #: Provenance records of a plate (tombstones included): always kept.
-PROVENANCE_PATH = "results/provenance/{plate}"
+PROVENANCE_PATH = f"{PROVENANCE_ROOT}/{{plate}}"
 #: Provenance records of the experiment-level jobs: always kept.
-EXPERIMENT_PROVENANCE_PATH = "results/provenance/experiment"
+EXPERIMENT_PROVENANCE_PATH = f"{PROVENANCE_ROOT}/experiment"
 #: One record per version retired with ``cellstrata retire`` (YAML, so that they are never
 #: taken for job records): the versions the workspace no longer keeps, and the remote objects
 #: that still hold their data.
-RETIRED_PATH = "results/provenance/retired"
+RETIRED_PATH = f"{PROVENANCE_ROOT}/retired"
 #: Where ``cellstrata clean-stale`` keeps the records of what it removed (one JSON per line):
 #: out of the live records (``*.json``) that status, the DAG and the provenance table read.
 STALE_LOG = f"{PROVENANCE_PATH}/stale.jsonl"

@@ -30,6 +30,7 @@ from cellstrata.config import (
 )
 from cellstrata.io import atomic_path
 from cellstrata.levels import (
+    PROVENANCE_ROOT,
     RETIRED_PATH,
     STALE_LOG,
 )
@@ -578,7 +579,7 @@ def clean_stale(
         # Records first: an interrupted clean leaves files still found stale, never a file
         # whose record was lost.
         for record in records:
-            plate = record.relative_to(workspace / "results" / "provenance").parts[0]
+            plate = record.relative_to(workspace / PROVENANCE_ROOT).parts[0]
             log_path = workspace / STALE_LOG.format(plate=plate)
             entry = {"removed": removed, "record": json.loads(record.read_text())}
             with open(log_path, "a") as log_file:
