@@ -2,7 +2,6 @@
 # (no lambdas in rules). A rule's own input and params functions live in rules/inputs/<its
 # file>.smk (Snakemake's linter wants rules and functions apart); the paths of
 # the levels come from cellstrata.levels.
-import functools
 import re
 import sys
 from pathlib import Path
@@ -15,12 +14,11 @@ from snakemake.utils import validate
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 
-from cellstrata.singlecell.cellprofiler import CellProfilerError, source_files
+from cellstrata.singlecell.cellprofiler import CellProfilerError
 from cellstrata.workflow.cluster import check_profile_environment, gpu_gres
 from cellstrata.config import (
     CELLPROFILER_BATCH,
     CELLPROFILER_VERSION,
-    PROFILE_STEPS,
     SCHEMA_PATH,
     channel_names,
     embedding_enabled,
@@ -29,29 +27,13 @@ from cellstrata.config import (
     segmentation_versions,
     version_plates,
 )
-from cellstrata.levels import (
-    JOBS,
-    LEVEL_DECLARATIONS,
-    expand_pattern,
-    level_path,
-    output_of,
-    plate_level_versions,
-    retention_of,
-)
-from cellstrata.workflow.validate import (
-    check_config,
-)
-from cellstrata.images.ingest import IngestError, image_signature, plate_inventory
-from cellstrata.profiles.aggregate import EXPERIMENT_STEPS, check_platemaps
+from cellstrata.levels import level_path, output_of, retention_of
+from cellstrata.workflow.validate import check_config
+from cellstrata.images.ingest import IngestError, plate_inventory
+from cellstrata.profiles.aggregate import check_platemaps
 from cellstrata.stewardship.provenance import recorded_batches
-from cellstrata.profiles.quality import QUALITY_TABLES
-from cellstrata.segment import cellpose_model_files
-from cellstrata.stewardship.ownership import (
-    check_ownership,
-)
-from cellstrata.stewardship.retention import (
-    check_retention,
-)
+from cellstrata.stewardship.ownership import check_ownership
+from cellstrata.stewardship.retention import check_retention
 from cellstrata.workflow.digests import CodeDigests, export_source
 
 export_source(SRC)
@@ -216,11 +198,6 @@ def illumination_functions(wildcards):
         channel: output_of("illumination").format(plate=wildcards.plate, channel=channel)
         for channel in CHANNELS
     }
-
-
-def versions_of(plate):
-    """Feature versions of a plate: the segmentation versions, or CellProfiler's one."""
-    return [CELLPROFILER_VERSION] if plate in CELLPROFILER_PLATES else list(SEGMENTATIONS)
 
 
 def _version_tables(seg, name):

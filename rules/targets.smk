@@ -1,4 +1,15 @@
 # The final outputs of every plate and version, the targets of rule all (and rule summary).
+from cellstrata.config import PROFILE_STEPS
+from cellstrata.levels import JOBS
+from cellstrata.profiles.aggregate import EXPERIMENT_STEPS
+from cellstrata.profiles.quality import QUALITY_TABLES
+
+
+def versions_of(plate):
+    """Feature versions of a plate: the segmentation versions, or CellProfiler's one."""
+    return [CELLPROFILER_VERSION] if plate in CELLPROFILER_PLATES else list(SEGMENTATIONS)
+
+
 def profile_files():
     return [
         output_of("profiles", step).format(seg=seg, plate=plate)

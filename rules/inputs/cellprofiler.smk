@@ -1,4 +1,6 @@
 # The input and params functions of cellprofiler.smk's rules.
+from cellstrata.singlecell.cellprofiler import source_files
+
 CELLPROFILER_PLATE_NAMES = "|".join(re.escape(name) for name in CELLPROFILER_PLATES)
 
 

@@ -1,4 +1,7 @@
 # The input and params functions of plots.smk's rules.
+import functools
+
+
 # Cached: three input/params functions of each overlays job ask for the same rows.
 @functools.cache
 def _overlay_rows(plate):

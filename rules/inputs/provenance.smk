@@ -1,4 +1,6 @@
 # The input and params functions of provenance.smk's rules.
+from cellstrata.levels import LEVEL_DECLARATIONS, expand_pattern, plate_level_versions
+
 # Which plates a level's job runs for (cellstrata.levels.Job.plates).
 JOB_PLATES = {"image": IMAGE_PLATES, "cellprofiler": CELLPROFILER_PLATES, "all": PLATES}
 

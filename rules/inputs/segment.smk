@@ -1,4 +1,7 @@
 # The input and params functions of segment.smk's rules.
+from cellstrata.segment import cellpose_model_files
+
+
 def segmentation_of(wildcards):
     return SEGMENTATIONS[wildcards.seg]
 

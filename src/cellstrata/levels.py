@@ -256,10 +256,8 @@ LEVEL_DECLARATIONS = (
     ),
 )
 
-#: Level declarations by name.
-LEVEL = {level.name: level for level in LEVEL_DECLARATIONS}
 #: The data levels in chain order.
-LEVELS = tuple(LEVEL)
+LEVELS = tuple(level.name for level in LEVEL_DECLARATIONS)
 #: The level each rule's outputs belong to.
 RULE_LEVELS = {job.rule: level.name for level in LEVEL_DECLARATIONS for job in level.jobs}
 #: The jobs by rule name.
