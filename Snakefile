@@ -1,5 +1,6 @@
 # cellstrata: image-based profiling data levels, raw images -> per-well profiles.
-# Wiring only: every helper lives in rules/common.smk, every computation in src/cellstrata.
+# Wiring only: helpers live in rules/common.smk (what every rule needs), rules/targets.smk (what
+# rule all asks for) and each rule's .smk; every computation in src/cellstrata.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -13,6 +14,7 @@ if not workflow.overwrite_configfiles:
 
 
 include: "rules/common.smk"
+include: "rules/targets.smk"
 include: "rules/ingest.smk"
 include: "rules/qc.smk"
 include: "rules/illumination.smk"

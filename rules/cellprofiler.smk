@@ -1,3 +1,6 @@
+include: "inputs/cellprofiler.smk"
+
+
 # Plates given as CellProfiler output (plates[].cellprofiler) enter at the features level: one
 # job per plate converts the CSV folder or SQLite file with CytoTable to the single-cell layout
 # of rule features, as version {seg} = "cellprofiler" and the one batch "all"

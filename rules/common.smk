@@ -1,5 +1,7 @@
-# Config validation and every helper the rules use (no lambdas in rules).
-import functools
+# Needed by every rule of the workflow. Config validation, the image inventory, generic helpers
+# (no lambdas in rules). A rule's own input and params functions live in rules/inputs/<its
+# file>.smk (Snakemake's linter wants rules and functions apart); the paths of
+# the levels come from cellstrata.levels.
 import re
 import sys
 from pathlib import Path
@@ -12,18 +14,25 @@ from snakemake.utils import validate
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 
-from cellstrata.singlecell.cellprofiler import CellProfilerError, source_files
+from cellstrata.singlecell.cellprofiler import CellProfilerError
 from cellstrata.workflow.cluster import check_profile_environment, gpu_gres
-from cellstrata.config import (CELLPROFILER_BATCH, CELLPROFILER_VERSION, PROFILE_STEPS, SCHEMA_PATH, channel_names, embedding_enabled, is_cellprofiler_plate, retention_of, version_plates,)
-from cellstrata.workflow.validate import (check_config,)
-from cellstrata.images.ingest import IngestError, image_signature, plate_inventory
-from cellstrata.profiles.aggregate import EXPERIMENT_STEPS, check_platemaps
+from cellstrata.config import (
+    CELLPROFILER_BATCH,
+    CELLPROFILER_VERSION,
+    SCHEMA_PATH,
+    channel_names,
+    embedding_enabled,
+    is_cellprofiler_plate,
+    version_plates,
+)
+from cellstrata.segment.versions import experiment_versions, segmentation_versions
+from cellstrata.levels import level_path, output_of, retention_of
+from cellstrata.workflow.validate import check_config
+from cellstrata.images.ingest import IngestError, plate_inventory
+from cellstrata.profiles.aggregate import check_platemaps
 from cellstrata.stewardship.provenance import recorded_batches
-from cellstrata.profiles.quality import QUALITY_TABLES
-from cellstrata.segment.params import cellpose_model_files
-from cellstrata.segment.versions import (experiment_versions, segmentation_versions,)
-from cellstrata.stewardship.ownership import (check_ownership,)
-from cellstrata.stewardship.retention import (check_retention,)
+from cellstrata.stewardship.ownership import check_ownership
+from cellstrata.stewardship.retention import check_retention
 from cellstrata.workflow.digests import CodeDigests, export_source
 
 export_source(SRC)
@@ -68,7 +77,6 @@ CELLPROFILER_PLATES = {
     name: plate for name, plate in PLATES.items() if is_cellprofiler_plate(plate)
 }
 IMAGE_PLATES = {name: plate for name, plate in PLATES.items() if name not in CELLPROFILER_PLATES}
-CELLPROFILER_PLATE_NAMES = "|".join(re.escape(name) for name in CELLPROFILER_PLATES)
 CHANNELS = channel_names(config)
 # Segmentation versions (<method>-<paramhash>) to build side by side, the main one first.
 SEGMENTATIONS = segmentation_versions(config)
@@ -81,7 +89,7 @@ IMAGES = pd.concat(
             plate["images"],
             config["images"]["pattern"],
             config["channels"],
-            manifest=f"results/manifest/{name}.parquet",
+            manifest=level_path("manifest", name),
             extensions=config["images"]["extensions"],
             wells_per_job=config["batching"]["wells_per_job"],
         )
@@ -157,11 +165,6 @@ def plate_images(wildcards):
     return list(PLATE_IMAGES.get((wildcards.plate,), []))
 
 
-def plate_image_signature(wildcards):
-    """Names, sizes and times of a plate's images as one digest (rule ingest's params)."""
-    return image_signature(plate_images(wildcards))
-
-
 def batch_images(wildcards):
     return list(BATCH_IMAGES.get((wildcards.plate, wildcards.batch), []))
 
@@ -189,309 +192,29 @@ def image_root(wildcards):
     return ancient(plate_root(wildcards))
 
 
-def platemap_of(wildcards):
-    return PLATES[wildcards.plate]["platemap"]
-
-
-def manifest_of(wildcards):
-    """The image manifest of an image plate (which wells were imaged, so that a well without
-    cells is reported as such); none for a CellProfiler plate."""
-    if wildcards.plate in CELLPROFILER_PLATES:
-        return []
-    return [f"results/manifest/{wildcards.plate}.parquet"]
-
-
 def illumination_functions(wildcards):
     return {
-        channel: f"results/illumination/{wildcards.plate}/{channel}.tiff" for channel in CHANNELS
+        channel: output_of("illumination").format(plate=wildcards.plate, channel=channel)
+        for channel in CHANNELS
     }
-
-
-def batch_features(wildcards):
-    return expand(
-        "results/features/{seg}/{plate}/{batch}.parquet",
-        seg=wildcards.seg,
-        plate=wildcards.plate,
-        batch=batches_of(wildcards.plate),
-    )
-
-
-def batch_embeddings(wildcards):
-    """The embedding tables the profiles of a version join to its features; none when
-    features.embedding is off or for CellProfiler plates (they have no crops)."""
-    if not embedding_enabled(config) or wildcards.plate in CELLPROFILER_PLATES:
-        return []
-    return expand(
-        "results/embeddings/{seg}/{plate}/{batch}.parquet",
-        seg=wildcards.seg,
-        plate=wildcards.plate,
-        batch=batches_of(wildcards.plate),
-    )
-
-
-def embedding_model(wildcards):
-    """The model file of the embed rule: an input, so a new model re-runs the jobs and the
-    provenance record holds its MD5."""
-    return config["features"]["embedding"]["model"]
-
-
-def embedding_gpus(wildcards):
-    """GPUs an embed job asks for: 1 with features.embedding.device cuda, else 0."""
-    return int(config["features"]["embedding"]["device"] == "cuda")
-
-
-def embedding_gres(wildcards):
-    """The same request as Slurm GRES (profiles/slurm sends it as --gres; empty: none)."""
-    return gpu_gres(embedding_gpus(wildcards))
-
-
-def segmentation_of(wildcards):
-    return SEGMENTATIONS[wildcards.seg]
-
-
-def segmentation_models(wildcards):
-    """Model files of a cellpose version: inputs, so new weights at the same path re-run the
-    job and its provenance record holds their MD5. Built-in models are no files here."""
-    return cellpose_model_files(SEGMENTATIONS[wildcards.seg].get("cellpose"))
-
-
-def segmentation_gpus(wildcards):
-    """GPUs a segment job asks for: 1 for a cellpose version with gpu on, else 0."""
-    params = SEGMENTATIONS[wildcards.seg]
-    return int(params["method"] == "cellpose" and params["cellpose"]["gpu"])
-
-
-def segmentation_gres(wildcards):
-    """The same request as Slurm GRES (profiles/slurm sends it as --gres; empty: none)."""
-    return gpu_gres(segmentation_gpus(wildcards))
-
-
-def versions_of(plate):
-    """Feature versions of a plate: the segmentation versions, or CellProfiler's one."""
-    return [CELLPROFILER_VERSION] if plate in CELLPROFILER_PLATES else list(SEGMENTATIONS)
-
-
-def profile_files():
-    return [
-        f"results/profiles/{seg}/{plate}/{plate}_{step}.parquet"
-        for plate in PLATES
-        for seg in versions_of(plate)
-        for step in PROFILE_STEPS
-    ]
 
 
 def _version_tables(seg, name):
     return [
-        f"results/profiles/{seg}/{plate}/{plate}_{name}.parquet"
+        output_of("profiles", name).format(seg=seg, plate=plate)
         for plate in version_plates(config, seg)
     ]
-
-
-def version_normalized(wildcards):
-    """The normalized profiles of every plate of a version (stacked by rule experiment)."""
-    return _version_tables(wildcards.seg, "normalized")
 
 
 def version_annotated(wildcards):
     return _version_tables(wildcards.seg, "annotated")
 
 
-def version_cell_qc(wildcards):
-    return _version_tables(wildcards.seg, "cell_qc")
-
-
 EXPERIMENT_VERSIONS = experiment_versions(config)
 
 
-def experiment_files(tables=(*EXPERIMENT_STEPS, *QUALITY_TABLES)):
-    """Experiment-level tables of every version: stacked profiles, consensus, quality."""
-    return expand("results/experiment/{seg}/{table}.parquet", seg=EXPERIMENT_VERSIONS, table=tables)
-
-
-def csv_files():
-    """Gzipped CSV copies of the profile tables (plates and experiment), when profiles.csv
-    asks for them."""
-    if not config["profiles"]["csv"]:
-        return []
-    tables = profile_files() + experiment_files(EXPERIMENT_STEPS)
-    return [path.removesuffix(".parquet") + ".csv.gz" for path in tables]
-
-
-# The options of the per-plate profile chain (build_profiles); the rest of the profiles
-# block is about the experiment level and the CSV copies.
-PLATE_PROFILE_OPTIONS = {
-    key: value
-    for key, value in config["profiles"].items()
-    if key not in ("consensus_operation", "csv")
-}
 # The readout of Z' and of the figures, or None when quality.readout names no feature.
 READOUT = config["quality"]["readout"] if config["quality"]["readout"]["feature"] else None
-
-
-# Cached: three input/params functions of each overlays job ask for the same rows.
-@functools.cache
-def _overlay_rows(plate):
-    """Nuclei-channel images of report.overlay_sites sites spread evenly over the plate."""
-    rows = IMAGES[
-        (IMAGES["Metadata_Plate"] == plate)
-        & (IMAGES["channel"] == config["segmentation"]["nuclei_channel"])
-    ].sort_values(["Metadata_Well", "Metadata_Site"])
-    count = min(config["report"]["overlay_sites"], len(rows))
-    picks = sorted({round(i * (len(rows) - 1) / max(count - 1, 1)) for i in range(count)})
-    return rows.iloc[picks]
-
-
-def overlay_images(wildcards):
-    return list(_overlay_rows(wildcards.plate)["path"])
-
-
-def overlay_mask_batches(wildcards):
-    batches = _overlay_rows(wildcards.plate)["batch"].unique()
-    return [f"results/masks/{wildcards.seg}/{wildcards.plate}/{batch}" for batch in batches]
-
-
-def overlay_sites(wildcards):
-    """The sites of the overlay figure: title, raw nuclei image, nuclei and cell masks."""
-    sites = []
-    for row in _overlay_rows(wildcards.plate).itertuples():
-        masks = f"results/masks/{wildcards.seg}/{wildcards.plate}/{row.batch}"
-        stem = f"{row.Metadata_Well}_s{row.Metadata_Site}"
-        sites.append(
-            {
-                "title": f"{row.Metadata_Well} site {row.Metadata_Site}",
-                "image": row.path,
-                "nuclei": f"{masks}/{stem}_nuclei.tiff",
-                "cells": f"{masks}/{stem}_cells.tiff",
-            }
-        )
-    return sites
-
-
-def pca_colour(wildcards):
-    """report.color_by, else the first treatment column, else the control type."""
-    chosen = config["report"]["color_by"] or next(
-        iter(config["platemap"]["treatment_columns"]), "control_type"
-    )
-    return chosen
-
-
-def figure_files():
-    files = expand(
-        "results/figures/{seg}/{figure}.png",
-        seg=EXPERIMENT_VERSIONS,
-        figure=["pca", "map", "dose_response"],
-    )
-    for plate in PLATES:
-        files += expand(
-            "results/figures/{seg}/{plate}/overview.png", seg=versions_of(plate), plate=plate
-        )
-    for plate in IMAGE_PLATES:
-        files += [
-            f"results/figures/{plate}/illumination.png",
-            f"results/figures/{plate}/image_qc.png",
-        ]
-        files += expand(
-            "results/figures/{seg}/{plate}/overlays.png", seg=SEGMENTATIONS, plate=plate
-        )
-    return files
-
-
-def manifest_files():
-    return expand("results/manifest/{plate}.parquet", plate=list(IMAGE_PLATES))
-
-
-def cellprofiler_feature_files():
-    return expand(
-        "results/features/{seg}/{plate}/{batch}.parquet",
-        seg=CELLPROFILER_VERSION,
-        plate=list(CELLPROFILER_PLATES),
-        batch=CELLPROFILER_BATCH,
-    )
-
-
-def cellprofiler_source(wildcards):
-    return CELLPROFILER_PLATES[wildcards.plate]["cellprofiler"]
-
-
-def cellprofiler_inputs(wildcards):
-    """The CellProfiler files a conversion reads; none when the output is absent and only
-    results were pulled (the features it made stand in, as manifests do for images)."""
-    source = cellprofiler_source(wildcards)
-    return source_files(source) if Path(source).exists() else []
-
-
-def cellprofiler_plate_of(wildcards):
-    return CELLPROFILER_PLATES[wildcards.plate].get("cellprofiler_plate")
-
-
-def provenance_records():
-    records = expand(
-        "results/provenance/experiment/{seg}/{job}.json",
-        seg=EXPERIMENT_VERSIONS,
-        job=["experiment", "quality"],
-    )
-    for plate in CELLPROFILER_PLATES:
-        records += [
-            f"results/provenance/{plate}/features/{CELLPROFILER_VERSION}/{CELLPROFILER_BATCH}.json",
-            f"results/provenance/{plate}/profiles/{CELLPROFILER_VERSION}.json",
-        ]
-    for plate in IMAGE_PLATES:
-        records.append(f"results/provenance/{plate}/ingest.json")
-        records.append(f"results/provenance/{plate}/qc.json")
-        records += expand(
-            "results/provenance/{plate}/profiles/{seg}.json",
-            plate=plate,
-            seg=SEGMENTATIONS,
-        )
-        records += expand(
-            "results/provenance/{plate}/illumination/{channel}.json",
-            plate=plate,
-            channel=CHANNELS,
-        )
-        records += expand(
-            "results/provenance/{plate}/correct/{batch}.json",
-            plate=plate,
-            batch=batches_of(plate),
-        )
-        steps = ["segment", "features"] + (["crops"] if config["crops"]["enabled"] else [])
-        steps += ["embed"] if embedding_enabled(config) else []
-        records += expand(
-            "results/provenance/{plate}/{step}/{seg}/{batch}.json",
-            plate=plate,
-            step=steps,
-            seg=SEGMENTATIONS,
-            batch=batches_of(plate),
-        )
-    return records
-
-
-def crop_files():
-    if not config["crops"]["enabled"]:
-        return []
-    return [
-        f"results/crops/{seg}/{plate}/{batch}.{ext}"
-        for seg in SEGMENTATIONS
-        for plate in IMAGE_PLATES
-        for batch in batches_of(plate)
-        for ext in ("h5", "parquet")
-    ]
-
-
-def final_outputs():
-    # Enabled crops are targets: their one consumer, rule embed, runs only with a model.
-    return (
-        profile_files()
-        + experiment_files()
-        + csv_files()
-        + figure_files()
-        + crop_files()
-        + ["results/summary.txt", "results/provenance.parquet"]
-    )
-
-
-def image_pattern(wildcards):
-    # Through a function: a literal regex like \d{2} would be read as a {wildcard}.
-    return config["images"]["pattern"]
 
 
 # Cluster resources of the rules, sized from benchmarks/rule_resources.py (real 1080x1080

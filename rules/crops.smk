@@ -1,7 +1,7 @@
 rule crops:
     input:
-        corrected="results/corrected/{plate}/{batch}",
-        masks="results/masks/{seg}/{plate}/{batch}",
+        corrected=output_of("correct"),
+        masks=output_of("segment"),
     output:
         store=retained("crops", "results/crops/{seg}/{plate}/{batch}.h5"),
         index=retained("crops", "results/crops/{seg}/{plate}/{batch}.parquet"),

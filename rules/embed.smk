@@ -1,7 +1,10 @@
+include: "inputs/embed.smk"
+
+
 rule embed:
     input:
-        store="results/crops/{seg}/{plate}/{batch}.h5",
-        index="results/crops/{seg}/{plate}/{batch}.parquet",
+        store=output_of("crops", "store"),
+        index=output_of("crops", "index"),
         model=embedding_model,
     output:
         retained("embeddings", "results/embeddings/{seg}/{plate}/{batch}.parquet"),

@@ -1,7 +1,7 @@
 rule features:
     input:
-        corrected="results/corrected/{plate}/{batch}",
-        masks="results/masks/{seg}/{plate}/{batch}",
+        corrected=output_of("correct"),
+        masks=output_of("segment"),
     output:
         retained("features", "results/features/{seg}/{plate}/{batch}.parquet"),
         provenance="results/provenance/{plate}/features/{seg}/{batch}.json",

@@ -1,6 +1,6 @@
 rule illumination:
     input:
-        manifest="results/manifest/{plate}.parquet",
+        manifest=output_of("ingest"),
         # The image root, not each image (why: rules/ingest.smk).
         images=image_root,
     output:
@@ -28,10 +28,10 @@ rule illumination:
 rule correct:
     input:
         unpack(illumination_functions),
-        manifest="results/manifest/{plate}.parquet",
+        manifest=output_of("ingest"),
         # The image root, not each image (why: rules/ingest.smk).
         images=image_root,
-        qc="results/qc/{plate}.parquet",
+        qc=output_of("qc"),
     output:
         retained("corrected", directory("results/corrected/{plate}/{batch}")),
         provenance="results/provenance/{plate}/correct/{batch}.json",

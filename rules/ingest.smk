@@ -1,3 +1,6 @@
+include: "inputs/ingest.smk"
+
+
 # The raw images are no inputs one by one: 17,280 paths a 384-well plate, checked by Snakemake
 # in every job downstream, made a 10-plate DAG take 47 s (benchmarks/dag_scale.py). Their
 # names, sizes and times enter as params.image_files instead, so a changed image still re-runs

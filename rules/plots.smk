@@ -1,10 +1,10 @@
-# Figures of the Snakemake HTML report (`snakemake --report results/report.html`).
+include: "inputs/plots.smk"
 
 
 rule plate_overview:
     input:
-        cell_counts="results/experiment/{seg}/cell_counts.parquet",
-        annotated="results/profiles/{seg}/{plate}/{plate}_annotated.parquet",
+        cell_counts=output_of("quality", "cell_counts"),
+        annotated=output_of("profiles", "annotated"),
     output:
         overview=report(
             "results/figures/{seg}/{plate}/overview.png",
@@ -29,7 +29,7 @@ rule plate_overview:
 rule image_figures:
     input:
         unpack(illumination_functions),
-        image_qc="results/qc/{plate}.parquet",
+        image_qc=output_of("qc"),
     output:
         illumination=report(
             "results/figures/{plate}/illumination.png",
@@ -83,9 +83,9 @@ rule overlays:
 
 rule experiment_figures:
     input:
-        profiles="results/experiment/{seg}/feature_selected.parquet",
-        map="results/experiment/{seg}/map.parquet",
-        zprime="results/experiment/{seg}/zprime.parquet",
+        profiles=output_of("experiment", "feature_selected"),
+        map=output_of("quality", "map"),
+        zprime=output_of("quality", "zprime"),
         annotated=version_annotated,
     output:
         pca=report(

@@ -1,3 +1,6 @@
+include: "inputs/profiles.smk"
+
+
 rule profiles:
     input:
         features=batch_features,

@@ -1,3 +1,6 @@
+include: "inputs/provenance.smk"
+
+
 rule provenance:
     input:
         provenance_records(),

@@ -1,6 +1,6 @@
 rule qc:
     input:
-        manifest="results/manifest/{plate}.parquet",
+        manifest=output_of("ingest"),
         # The image root, not each image (why: rules/ingest.smk).
         images=image_root,
     output:

@@ -1,6 +1,9 @@
+include: "inputs/quality.smk"
+
+
 rule quality:
     input:
-        profiles="results/experiment/{seg}/feature_selected.parquet",
+        profiles=output_of("experiment", "feature_selected"),
         annotated=version_annotated,
         cell_qc=version_cell_qc,
     output:

@@ -1,6 +1,9 @@
+include: "inputs/segment.smk"
+
+
 rule segment:
     input:
-        "results/corrected/{plate}/{batch}",
+        output_of("correct"),
         models=segmentation_models,
     output:
         retained("masks", directory("results/masks/{seg}/{plate}/{batch}")),

@@ -1,3 +1,6 @@
+include: "inputs/summary.smk"
+
+
 rule summary:
     input:
         manifests=manifest_files(),

@@ -12,6 +12,8 @@ from snakemake.exceptions import WorkflowError
 from cellstrata.config import (
     SCHEMA_PATH,
     ConfigError,
+)
+from cellstrata.levels import (
     retention_of,
 )
 from cellstrata.workflow.validate import (

@@ -16,8 +16,10 @@ from conftest import example_config, main_version, run_snakemake
 from cellstrata.config import (
     ConfigError,
 )
+from cellstrata.levels import (
+    plate_level_versions,
+)
 from cellstrata.profiles.aggregate import aggregate_features, embedding_rows
-from cellstrata.segment.versions import plate_level_versions
 from cellstrata.singlecell.crops import INDEX_COLUMNS
 from cellstrata.singlecell.embed import (
     CELL_KEYS,

@@ -213,3 +213,40 @@ def test_real_layouts(folder, pattern, channels, sparse, n_images, first_well):
     assert len(manifest) == n_images
     assert manifest["Metadata_Well"].iloc[0] == first_well
     assert set(manifest["channel"]) == set(channels.values())
+
+
+def test_batching_is_decided_once(tmp_path):
+    """The DAG (plate_inventory) and the ingest job (write_manifest) batch with one function
+    whose default is the schema's batching.wells_per_job."""
+    import inspect
+
+    import yaml
+
+    from cellstrata.config import SCHEMA_PATH
+    from cellstrata.images import ingest
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    default = schema["properties"]["batching"]["properties"]["wells_per_job"]["default"]
+    for function in (
+        ingest.assign_batches,
+        ingest.build_manifest,
+        ingest.write_manifest,
+        ingest.plate_inventory,
+    ):
+        parameter = inspect.signature(function).parameters["wells_per_job"]
+        assert parameter.default == default, function.__name__
+    wells = ("A01", "A02", "A03", "B01", "B02", "C01")
+    write_plate(tmp_path / "img", wells=wells, sites=2)
+    for wells_per_job in (None, 1, 4):
+        given = {} if wells_per_job is None else {"wells_per_job": wells_per_job}
+        dag = ingest.plate_inventory(
+            "P1", tmp_path / "img", PATTERN, CHANNELS, manifest=tmp_path / "none", **given
+        )
+        job = ingest.write_manifest(
+            "P1", tmp_path / "img", PATTERN, CHANNELS, tmp_path / "m.parquet", **given
+        )
+        keys = ["Metadata_Well", "Metadata_Site", "channel", "path", "batch"]
+        pd.testing.assert_frame_equal(
+            dag[keys].reset_index(drop=True), job[keys].reset_index(drop=True)
+        )
+    assert set(job["batch"]) == {"A01-B01", "B02-C01"}

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cellstrata.levels import RETIRED_PATH, STALE_LOG
+
 #: What marks a workspace: the workflow's Snakefile (a lab's clone) or DVC's directory.
 WORKSPACE_MARKERS = ("Snakefile", ".dvc")
 DEFAULT_CONFIG = "config/config.yaml"
@@ -181,7 +183,7 @@ def _retire(args: argparse.Namespace) -> int:
     for out in outs:
         print(f"{verb}: {out.path} -> remote {out.remote}")
     if not args.dry_run:
-        print(f"{args.version} retired; its record: results/provenance/retired/{args.version}.yaml")
+        print(f"{args.version} retired; its record: {RETIRED_PATH}/{args.version}.yaml")
     return 0
 
 
@@ -209,7 +211,7 @@ def _clean_stale(args: argparse.Namespace) -> int:
     print(
         f"{verb} {len(files)} stale file(s) (no current job makes them); "
         f"{len(records)} record(s) of them {'would move' if args.dry_run else 'moved'} to "
-        "results/provenance/<plate>/stale.jsonl"
+        + STALE_LOG.format(plate="<plate>")
     )
     return 0
 
@@ -360,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clean-stale",
         _clean_stale,
         "remove batch files no current job makes (an old batching); their records go to "
-        "results/provenance/<plate>/stale.jsonl",
+        + STALE_LOG.format(plate="<plate>"),
     )
     clean.add_argument("--dry-run", action="store_true")
     nuclei = command(

@@ -1,69 +1,14 @@
-"""Experiment configuration: schema validation, semantic checks and retention lookup."""
+"""Experiment configuration: constants and readers of the config (levels: cellstrata.levels)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
-
-#: The data levels in chain order; ``crops`` is reserved for the image-levels issue.
-LEVELS = (
-    "raw",
-    "manifest",
-    "qc",
-    "illumination",
-    "corrected",
-    "masks",
-    "crops",
-    "embeddings",
-    "features",
-    "profiles",
-)
-
-#: The level each rule's outputs belong to.
-RULE_LEVELS = {
-    "ingest": "manifest",
-    "qc": "qc",
-    "illumination": "illumination",
-    "correct": "corrected",
-    "segment": "masks",
-    "crops": "crops",
-    "embed": "embeddings",
-    "features": "features",
-    "cellprofiler_features": "features",
-    "profiles": "profiles",
-    "experiment": "profiles",
-    "quality": "profiles",
-}
-
-#: Where a level keeps one plate's outputs: one directory (or file) per plate, which is also
-#: the unit DVC tracks (few entries per plate, never one per site).
-#: Levels downstream of segmentation carry its version: ``{version}`` is
-#: ``<method>-<paramhash>`` (see :func:`cellstrata.segment.versions.segmentation_versions`).
-LEVEL_PATHS = {
-    "manifest": "results/manifest/{plate}.parquet",
-    "qc": "results/qc/{plate}.parquet",
-    "illumination": "results/illumination/{plate}",
-    "corrected": "results/corrected/{plate}",
-    "masks": "results/masks/{version}/{plate}",
-    "crops": "results/crops/{version}/{plate}",
-    "embeddings": "results/embeddings/{version}/{plate}",
-    "features": "results/features/{version}/{plate}",
-    "profiles": "results/profiles/{version}/{plate}",
-}
-VERSIONED_LEVELS = ("masks", "crops", "embeddings", "features", "profiles")
-#: Provenance records of a plate (tombstones included): always kept.
-PROVENANCE_PATH = "results/provenance/{plate}"
-#: What a version makes across its plates (stacked profiles, consensus, quality tables):
-#: stored with the profiles' retention.
-EXPERIMENT_PATH = "results/experiment/{version}"
-#: Provenance records of the experiment-level jobs: always kept.
-EXPERIMENT_PROVENANCE_PATH = "results/provenance/experiment"
-#: One record per version retired with ``cellstrata retire`` (YAML, so that they are never
-#: taken for job records): the versions the workspace no longer keeps, and the remote objects
-#: that still hold their data.
-RETIRED_PATH = "results/provenance/retired"
 
 #: The per-plate profile tables, in the order pycytominer makes them.
 PROFILE_STEPS = ("aggregated", "annotated", "normalized", "feature_selected")
@@ -77,18 +22,32 @@ PROFILE_REPORTS = ("cell_qc", "nonfinite", "platemap", "normalization")
 #: and the levels it has (CellProfiler made the image levels, outside this workflow).
 CELLPROFILER_VERSION = "cellprofiler"
 CELLPROFILER_BATCH = "all"
-CELLPROFILER_LEVELS = ("features", "profiles")
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def schema_default(*keys: str) -> Any:
+    """The default the configuration schema gives the setting at ``keys``.
+
+    Package defaults that mirror a configuration setting take it from here, so that each is
+    written once, in the schema beside its description.
+
+    Examples
+    --------
+    >>> schema_default("batching", "wells_per_job")
+    4
+    """
+    node = _schema()
+    for key in keys:
+        node = node["properties"][key]
+    return node["default"]
 
 
 class ConfigError(ValueError):
     """The configuration is well-formed but inconsistent; the message says where."""
-
-
-def level_path(level: str, plate: str, version: str | None = None) -> str:
-    """Path of one plate's outputs of a level (a directory, or the manifest file)."""
-    if level in VERSIONED_LEVELS and version is None:
-        raise ConfigError(f"level {level} needs a segmentation version")
-    return LEVEL_PATHS[level].format(plate=plate, version=version)
 
 
 def is_cellprofiler_plate(plate: dict[str, Any]) -> bool:
@@ -120,21 +79,3 @@ def embedding_enabled(config: dict[str, Any]) -> bool:
 def channel_names(config: dict[str, Any]) -> list[str]:
     """Channel names in the order of the channel map."""
     return list(config["channels"].values())
-
-
-def retention_of(retention: dict[str, Any], level: str, plate: str | None = None) -> str:
-    """Retention (keep, archive or delete) of a level, optionally for one plate.
-
-    Parameters
-    ----------
-    retention : dict
-        The validated ``retention`` block of the configuration.
-    level : str
-        One of :data:`LEVELS`.
-    plate : str, optional
-        Apply the plate's override, if any.
-    """
-    if level not in LEVELS:
-        raise ConfigError(f"unknown level {level!r}; levels are {LEVELS}")
-    override = retention.get("plates", {}).get(plate, {}).get(level) if plate else None
-    return override or retention["levels"].get(level) or retention["default"]

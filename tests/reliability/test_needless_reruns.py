@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 from conftest import FEATURES_AND_AFTER, REPO, example_config, main_version
 
-from cellstrata.config import (
+from cellstrata.example import generate_example
+from cellstrata.levels import (
     level_path,
 )
-from cellstrata.example import generate_example
 from cellstrata.stewardship.status import (
     status,
 )

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import tifffile
 
+from cellstrata.config import schema_default
 from cellstrata.io import write_parquet
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,10 @@ class IngestError(ValueError):
     """Raw images or their metadata are unusable; the message names plate/well/site/channel."""
 
 
+#: Whole wells per image-level job when none is given: the schema's ``batching.wells_per_job``,
+#: so that the DAG (:func:`plate_inventory`) and the ingest job (:func:`write_manifest`), which
+#: both batch with :func:`assign_batches`, can never default apart.
+WELLS_PER_JOB = schema_default("batching", "wells_per_job")
 #: Key of the manifest's Parquet metadata holding its :class:`SkippedFiles` (as JSON): the
 #: summary reports them from there, with no table of its own to keep beside the manifest.
 SKIPPED_KEY = "cellstrata.skipped"
@@ -270,7 +275,7 @@ def scan_plate(
     return frame.drop(columns="_order").reset_index(drop=True)
 
 
-def assign_batches(frame: pd.DataFrame, wells_per_job: int = 1) -> pd.DataFrame:
+def assign_batches(frame: pd.DataFrame, wells_per_job: int = WELLS_PER_JOB) -> pd.DataFrame:
     """Group whole wells into jobs; add a ``batch`` column (``A01`` or ``A01-A04``)."""
     if wells_per_job < 1:
         raise IngestError(f"wells_per_job must be >= 1, got {wells_per_job}")
@@ -419,7 +424,7 @@ def build_manifest(
     channels: Mapping[str, str],
     *,
     extensions: Sequence[str] = (".tif", ".tiff"),
-    wells_per_job: int = 1,
+    wells_per_job: int = WELLS_PER_JOB,
     require_all_sites: bool = True,
 ) -> pd.DataFrame:
     """Scan, check and describe every image of one plate.
@@ -479,7 +484,7 @@ def write_manifest(
     output: str | os.PathLike,
     *,
     extensions: Sequence[str] = (".tif", ".tiff"),
-    wells_per_job: int = 1,
+    wells_per_job: int = WELLS_PER_JOB,
     require_all_sites: bool = True,
 ) -> pd.DataFrame:
     """Build the manifest of one plate (see :func:`build_manifest`) and write it as Parquet,
@@ -524,7 +529,7 @@ def plate_inventory(
     *,
     manifest: str | os.PathLike,
     extensions: Sequence[str] = (".tif", ".tiff"),
-    wells_per_job: int = 1,
+    wells_per_job: int = WELLS_PER_JOB,
 ) -> pd.DataFrame:
     """The images and batches of a plate as known when Snakemake builds its DAG.
 

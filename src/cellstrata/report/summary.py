@@ -12,15 +12,18 @@ import pyarrow.parquet as pq
 
 from cellstrata.config import (
     CELLPROFILER_VERSION,
+)
+from cellstrata.images.ingest import SkippedFiles
+from cellstrata.io import atomic_path
+from cellstrata.levels import (
+    BATCH_LEVELS,
     LEVEL_PATHS,
     LEVELS,
     RULE_LEVELS,
     VERSIONED_LEVELS,
     retention_of,
 )
-from cellstrata.images.ingest import SkippedFiles
-from cellstrata.io import atomic_path
-from cellstrata.stewardship.stale import BATCH_LEVELS, stale_files, visible
+from cellstrata.stewardship.stale import stale_files, visible
 from cellstrata.stewardship.storage import disk_usage, human_size
 
 #: Report tables beside the profiles: what one of their rows is (a profile's row is a well).

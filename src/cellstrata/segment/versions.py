@@ -12,10 +12,7 @@ import json
 from typing import Any
 
 from cellstrata.config import (
-    CELLPROFILER_LEVELS,
     CELLPROFILER_VERSION,
-    VERSIONED_LEVELS,
-    embedding_enabled,
     is_cellprofiler_plate,
 )
 from cellstrata.segment.params import DEFAULT_CELL_METHOD, CellposeOptions
@@ -76,25 +73,6 @@ def segmentation_versions(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     makes a new version (new output paths) and leaves the old outputs where they are.
     """
     return {_version_tag(params): params for _, _, params in _segmentation_params(config)}
-
-
-def level_versions(config: dict[str, Any], level: str) -> list[str | None]:
-    """The versions a level exists in: segmentation versions, or ``[None]`` if unversioned."""
-    return list(segmentation_versions(config)) if level in VERSIONED_LEVELS else [None]
-
-
-def plate_level_versions(config: dict[str, Any], plate: str, level: str) -> list[str | None]:
-    """The versions a level exists in for one plate (:func:`level_versions` for image plates).
-
-    A CellProfiler plate has only the features and profiles levels, in the version
-    :data:`CELLPROFILER_VERSION`; every other level is empty (``[]``).
-    """
-    entry = next(p for p in config["plates"] if p["name"] == plate)
-    if is_cellprofiler_plate(entry):
-        return [CELLPROFILER_VERSION] if level in CELLPROFILER_LEVELS else []
-    if level == "embeddings" and not embedding_enabled(config):
-        return []
-    return level_versions(config, level)
 
 
 def experiment_versions(config: dict[str, Any]) -> list[str]:

@@ -25,13 +25,15 @@ from typing import Any
 
 import yaml
 
-from cellstrata.config import (
-    RETIRED_PATH,
-)
 from cellstrata.io import atomic_path
+from cellstrata.levels import (
+    PROVENANCE_ROOT,
+    RETIRED_PATH,
+    STALE_LOG,
+)
 from cellstrata.segment.versions import experiment_versions
 from cellstrata.stewardship.mtimes import restore_mtimes
-from cellstrata.stewardship.stale import STALE_LOG, stale_outputs, stale_records, visible
+from cellstrata.stewardship.stale import stale_outputs, stale_records, visible
 from cellstrata.stewardship.tracked import (
     StewardshipError,
     TrackedOutput,
@@ -575,7 +577,7 @@ def clean_stale(
         # Records first: an interrupted clean leaves files still found stale, never a file
         # whose record was lost.
         for record in records:
-            plate = record.relative_to(workspace / "results" / "provenance").parts[0]
+            plate = record.relative_to(workspace / PROVENANCE_ROOT).parts[0]
             log_path = workspace / STALE_LOG.format(plate=plate)
             entry = {"removed": removed, "record": json.loads(record.read_text())}
             with open(log_path, "a") as log_file:

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from cellstrata.levels import PROVENANCE_ROOT
+
 
 def _recorded_ends(workspace: Path) -> dict[str, float]:
     """Recorded end time of the job behind each output and record file (workspace-relative
     paths); a directory's ``.snakemake_timestamp`` gets the newest end of the outputs in it."""
     ends: dict[str, float] = {}
-    for record_file in sorted(Path(workspace, "results", "provenance").rglob("*.json")):
+    for record_file in sorted(Path(workspace, PROVENANCE_ROOT).rglob("*.json")):
         record = json.loads(record_file.read_text())
         end = datetime.fromisoformat(record["end"]).timestamp()
         ends[record_file.relative_to(workspace).as_posix()] = end

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from cellstrata.config import (
+    plate_definition,
+)
+from cellstrata.levels import (
     EXPERIMENT_PROVENANCE_PATH,
     RETIRED_PATH,
-    plate_definition,
 )
 from cellstrata.stewardship.provenance import PROVENANCE_DIR, write_record
 from cellstrata.stewardship.tracked import StewardshipError

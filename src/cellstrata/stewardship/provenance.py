@@ -26,8 +26,14 @@ from typing import Any
 
 import pandas as pd
 
-from cellstrata.config import RULE_LEVELS, plate_definition, retention_of
+from cellstrata.config import (
+    plate_definition,
+)
 from cellstrata.io import atomic_path
+from cellstrata.levels import (
+    RULE_LEVELS,
+    retention_of,
+)
 from cellstrata.workflow.logs import logged
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cellstrata.config import (
+from cellstrata.levels import (
     LEVEL_PATHS,
     retention_of,
 )

@@ -20,20 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from cellstrata.config import (
-    LEVEL_PATHS,
-    PROVENANCE_PATH,
     is_cellprofiler_plate,
 )
 from cellstrata.images.ingest import plate_inventory
-from cellstrata.segment.versions import plate_level_versions
+from cellstrata.levels import (
+    BATCH_LEVELS,
+    LEVEL_PATHS,
+    PROVENANCE_PATH,
+    plate_level_versions,
+)
 
-#: Levels made one job per batch: a file or a directory per batch in the plate directory.
-BATCH_LEVELS = ("corrected", "masks", "crops", "embeddings", "features")
 # A batch output's name: the batch (as rules/common.smk constrains it) and any extensions.
 _BATCH_NAME = re.compile(r"(?P<batch>[A-Z]{1,2}\d{2,3}(?:-[A-Z]{1,2}\d{2,3})?)(?:\.\w+)*")
-#: Where ``cellstrata clean-stale`` keeps the records of what it removed (one JSON per line):
-#: out of the live records (``*.json``) that status, the DAG and the provenance table read.
-STALE_LOG = "results/provenance/{plate}/stale.jsonl"
 
 
 def current_batches(

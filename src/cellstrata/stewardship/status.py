@@ -9,12 +9,12 @@ from typing import Any
 
 import pandas as pd
 
-from cellstrata.config import (
+from cellstrata.levels import (
     LEVELS,
     level_path,
+    plate_level_versions,
     retention_of,
 )
-from cellstrata.segment.versions import plate_level_versions
 from cellstrata.stewardship.dvc import (
     remote_has,
 )

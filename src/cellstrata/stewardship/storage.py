@@ -9,9 +9,14 @@ from typing import Any
 
 import pandas as pd
 
-from cellstrata.config import LEVEL_PATHS, LEVELS, level_path, retention_of
 from cellstrata.images.ingest import IngestError, scan_plate
-from cellstrata.segment.versions import plate_level_versions
+from cellstrata.levels import (
+    LEVEL_PATHS,
+    LEVELS,
+    level_path,
+    plate_level_versions,
+    retention_of,
+)
 from cellstrata.stewardship.provenance import read_records
 from cellstrata.stewardship.tracked import (
     extra_versions,

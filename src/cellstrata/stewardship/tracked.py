@@ -14,6 +14,8 @@ import yaml
 
 from cellstrata.config import (
     CELLPROFILER_VERSION,
+)
+from cellstrata.levels import (
     EXPERIMENT_PATH,
     EXPERIMENT_PROVENANCE_PATH,
     LEVEL_PATHS,
@@ -21,9 +23,10 @@ from cellstrata.config import (
     RETIRED_PATH,
     VERSIONED_LEVELS,
     level_path,
+    plate_level_versions,
     retention_of,
 )
-from cellstrata.segment.versions import experiment_versions, plate_level_versions
+from cellstrata.segment.versions import experiment_versions
 from cellstrata.stewardship.provenance import read_records
 
 REMOTE_FOR = {"keep": "default", "archive": "archive"}

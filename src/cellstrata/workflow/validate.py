@@ -16,12 +16,14 @@ from typing import Any
 import yaml
 
 from cellstrata.config import (
-    LEVELS,
     SCHEMA_PATH,
     ConfigError,
     channel_names,
     embedding_enabled,
     is_cellprofiler_plate,
+)
+from cellstrata.levels import (
+    LEVELS,
     retention_of,
 )
 from cellstrata.segment.batch import check_site_params
