@@ -32,8 +32,8 @@ from conftest import (
     snakemake_command,
 )
 
-from cellstrata.stewardship.provenance import FAULT_VARIABLE
 from cellstrata.workflow.digests import CodeDigests, code_files
+from cellstrata.workflow.failpoint import FAULT_VARIABLE
 
 # What a copy of the workflow needs (report/ for the report directive, envs/ for conda:).
 WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "src", "profiles", "report", "envs", "config")
