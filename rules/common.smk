@@ -17,7 +17,8 @@ from cellstrata.workflow.cluster import check_profile_environment, gpu_gres
 from cellstrata.config import (CELLPROFILER_BATCH, CELLPROFILER_VERSION, PROFILE_STEPS, SCHEMA_PATH, channel_names, embedding_enabled, experiment_versions, is_cellprofiler_plate, retention_of, segmentation_versions, version_plates,)
 from cellstrata.workflow.validate import (check_config,)
 from cellstrata.images.ingest import IngestError, image_signature, plate_inventory
-from cellstrata.profiles.aggregate import EXPERIMENT_STEPS, check_platemaps
+from cellstrata.profiles.experiment import EXPERIMENT_STEPS
+from cellstrata.profiles.platemap import check_platemaps
 from cellstrata.stewardship.provenance import recorded_batches
 from cellstrata.profiles.quality import QUALITY_TABLES
 from cellstrata.segment import cellpose_model_files
