@@ -32,7 +32,7 @@ export_source(SRC)
 # an edit of src/cellstrata/singlecell/features.py would leave every features output stale without a
 # word. Each rule's `params: code=code_of(<script>)` is a digest of the package modules its
 # script can reach (cellstrata.workflow.digests.code_files), so Snakemake's params trigger re-runs
-# exactly the rules whose code changed (features.py: features and what uses its tables; plots.py:
+# exactly the rules whose code changed (features.py: features and what uses its tables; report/:
 # the figures, never segmentation). Made once per parse of the Snakefile, on first use.
 CODE_DIGESTS = CodeDigests(SRC)
 
