@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -543,3 +544,59 @@ def write_profiles(
         if name in outputs:
             write_parquet(outputs[name], table)
     return tables
+
+
+def plate_profiles(
+    cells: pd.DataFrame,
+    platemap: pd.DataFrame | str | os.PathLike,
+    *,
+    platemap_options: Mapping[str, Any] | None = None,
+    controls: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> dict[str, pd.DataFrame]:
+    """Build one plate's profiles from a single-cell table: the workflow's profile chain
+    (:func:`build_profiles`: aggregate, annotate, normalize, feature select) on tables in
+    memory.
+
+    Parameters
+    ----------
+    cells : pandas.DataFrame
+        One row per cell of one plate: ``Metadata_Plate``, ``Metadata_Well``,
+        ``Metadata_Site``, ``Metadata_ObjectNumber`` and CellProfiler-named feature columns
+        (``Nuclei_AreaShape_Area``, ...), e.g. :func:`cellstrata.measure_site` tables with
+        those keys added.
+    platemap : pandas.DataFrame or path
+        The platemap as in its CSV (a ``well`` column, the ``control`` column, treatments), or
+        the path of the CSV.
+    platemap_options : mapping, optional
+        The config's ``platemap`` options (``well_column``, ``on_mismatch``,
+        ``treatment_columns``, ...); default their defaults.
+    controls : mapping, optional
+        The config's ``controls`` (default: column ``control``, value ``negative``).
+    **options
+        Further :func:`build_profiles` options: ``aggregate_operation``, ``normalize_method``,
+        ``normalize_samples``, ``feature_select_operations``, ``cell_qc``.
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        ``aggregated``, ``annotated``, ``normalized``, ``feature_selected`` and the reports
+        ``cell_qc``, ``nonfinite``, ``platemap``, ``normalization``.
+    """
+    # build_profiles streams the cells from Parquet, as the workflow does: writing them once
+    # gives the very same chain instead of a second in-memory copy of it.
+    with tempfile.TemporaryDirectory() as tmp:
+        cells_path = Path(tmp, "cells.parquet")
+        write_parquet(cells_path, cells)
+        if isinstance(platemap, pd.DataFrame):
+            platemap_path = Path(tmp, "platemap.csv")
+            platemap.to_csv(platemap_path, index=False)
+        else:
+            platemap_path = Path(platemap)
+        return build_profiles(
+            [cells_path],
+            platemap_path,
+            platemap_options=dict(platemap_options or {}),
+            controls=dict(controls or {}),
+            **options,
+        )
