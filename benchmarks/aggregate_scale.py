@@ -88,10 +88,9 @@ def chain(directory: Path, naive: bool) -> dict[str, float]:
     from cellstrata.profiles.aggregate import (
         aggregate_features,
         annotate_profiles,
-        mark_controls,
         normalize_profiles,
-        read_platemap,
     )
+    from cellstrata.profiles.platemap import mark_controls, read_platemap
 
     start = time.perf_counter()
     platemap = mark_controls(read_platemap(directory / "platemap.csv").table)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cellstrata.profiles.aggregate import CONTROL_COLUMN
+from cellstrata.profiles.platemap import CONTROL_COLUMN
 from cellstrata.profiles.quality import readout, readout_name, zprime
 
 CORE, RING = "Nuclei_Translocation_CoreMean_GFP", "Nuclei_Translocation_RingMean_GFP"

@@ -29,7 +29,7 @@ from cellstrata.segment.versions import experiment_versions, segmentation_versio
 from cellstrata.levels import level_path, output_of, retention_of
 from cellstrata.workflow.validate import check_config
 from cellstrata.images.ingest import IngestError, plate_inventory
-from cellstrata.profiles.aggregate import check_platemaps
+from cellstrata.profiles.platemap import check_platemaps
 from cellstrata.stewardship.provenance import recorded_batches
 from cellstrata.stewardship.ownership import check_ownership
 from cellstrata.stewardship.retention import check_retention
@@ -41,7 +41,7 @@ export_source(SRC)
 # an edit of src/cellstrata/singlecell/features.py would leave every features output stale without a
 # word. Each rule's `params: code=code_of(<script>)` is a digest of the package modules its
 # script can reach (cellstrata.workflow.digests.code_files), so Snakemake's params trigger re-runs
-# exactly the rules whose code changed (features.py: features and what uses its tables; plots.py:
+# exactly the rules whose code changed (features.py: features and what uses its tables; report/:
 # the figures, never segmentation). Made once per parse of the Snakefile, on first use.
 CODE_DIGESTS = CodeDigests(SRC)
 

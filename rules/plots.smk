@@ -18,12 +18,12 @@ rule plate_overview:
     params:
         readout=READOUT,
         plate_format=config["report"]["plate_format"],
-        code=code_of("plots.py"),
+        code=code_of("plate_overview.py"),
     threads: 1
     conda:
         "../envs/profiles.yaml"
     script:
-        "../scripts/plots.py"
+        "../scripts/plate_overview.py"
 
 
 rule image_figures:
@@ -49,12 +49,12 @@ rule image_figures:
         "logs/figures/{plate}_images.log",
     params:
         channels=CHANNELS,
-        code=code_of("plots.py"),
+        code=code_of("image_figures.py"),
     threads: 1
     conda:
         "../envs/profiles.yaml"
     script:
-        "../scripts/plots.py"
+        "../scripts/image_figures.py"
 
 
 rule overlays:
@@ -73,12 +73,12 @@ rule overlays:
         "logs/figures/{seg}/{plate}_overlays.log",
     params:
         sample_sites=overlay_sites,
-        code=code_of("plots.py"),
+        code=code_of("overlays.py"),
     threads: 1
     conda:
         "../envs/profiles.yaml"
     script:
-        "../scripts/plots.py"
+        "../scripts/overlays.py"
 
 
 rule experiment_figures:
@@ -115,9 +115,9 @@ rule experiment_figures:
         color_by=pca_colour,
         dose_column=config["report"]["dose_column"],
         readout=READOUT,
-        code=code_of("plots.py"),
+        code=code_of("experiment_figures.py"),
     threads: 1
     conda:
         "../envs/profiles.yaml"
     script:
-        "../scripts/plots.py"
+        "../scripts/experiment_figures.py"

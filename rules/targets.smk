@@ -1,7 +1,7 @@
 # The final outputs of every plate and version, the targets of rule all (and rule summary).
 from cellstrata.config import PROFILE_STEPS
 from cellstrata.levels import JOBS
-from cellstrata.profiles.aggregate import EXPERIMENT_STEPS
+from cellstrata.profiles.experiment import EXPERIMENT_STEPS
 from cellstrata.profiles.quality import QUALITY_TABLES
 
 

@@ -1,6 +1,6 @@
 """Snakemake script: a version's plates stacked, feature-selected and summarised per treatment."""
 
-from cellstrata.profiles.aggregate import write_experiment
+from cellstrata.profiles.experiment import write_experiment
 from cellstrata.stewardship.provenance import recorded_job
 
 with recorded_job(snakemake):

@@ -222,3 +222,18 @@ def run_snakemake(
             executor="dryrun" if dryrun else "local",
             execution_settings=ExecutionSettings(latency_wait=1, keep_going=keep_going),
         )
+
+
+def check_dvc_yaml(config: dict, config_name: str, workspace: str | Path = ".") -> None:
+    """Raise when ``dvc.yaml`` differs from what the config implies (no silent drift): the
+    tests' check of a committed or regenerated ``dvc.yaml`` against its config."""
+    from cellstrata.stewardship.dvc import render_dvc_yaml
+    from cellstrata.stewardship.tracked import StewardshipError
+
+    path = Path(workspace, "dvc.yaml")
+    expected = render_dvc_yaml(config, config_name, str(workspace))
+    if not path.exists() or path.read_text() != expected:
+        raise StewardshipError(
+            f"{path} does not match {config_name}; regenerate it with "
+            f"`cellstrata dvc setup --config {config_name}`"
+        )

@@ -23,7 +23,6 @@ from cellstrata.measure.colocalization import (
     GROUP,
     channel_pairs,
     colocalization_columns,
-    costes_thresholds,
     dense_ranks,
 )
 from cellstrata.measure.objects import CompartmentObjects, Site
@@ -238,6 +237,38 @@ def test_rwc_and_costes_match_cp_measure_for_a_whole_image_object():
     np.testing.assert_allclose(ours["Correlation_RWC_B_A"], rwc["Correlation_RWC_2"], rtol=1e-12)
     np.testing.assert_allclose(ours["Correlation_Costes_A_B"], costes["Correlation_Costes_1"])
     np.testing.assert_allclose(ours["Correlation_Costes_B_A"], costes["Correlation_Costes_2"])
+
+
+def costes_thresholds(
+    first: np.ndarray, second: np.ndarray, scale: int = 65535
+) -> tuple[float, float] | None:
+    """Costes' automatic thresholds of two whole images, CellProfiler's "Faster" search: the
+    search the per-object measurements run, on whole images, to compare with CellProfiler's.
+
+    Parameters
+    ----------
+    first, second : numpy.ndarray
+        Images of the same shape, intensities scaled to [0, 1] as CellProfiler's.
+    scale : int, default 65535
+        CellProfiler's image scale (maximum of the acquisition dtype); candidates are
+        ``k / scale``.
+
+    Returns
+    -------
+    tuple of float or None
+        ``(threshold of first, threshold of second)``; ``None`` when no pixel is non-NaN in
+        both images. Like CellProfiler, ``(0, b)`` when no candidate has a non-negative
+        correlation below it.
+
+    Notes
+    -----
+    Pixels that are NaN in either image are ignored. The regression line is fitted to the
+    pixels that are non-zero in at least one image, as CellProfiler does.
+    """
+    colocalization._check_options(15.0, "Faster", scale)
+    return colocalization._pair_thresholds(
+        colocalization._Plane.of(first, scale), colocalization._Plane.of(second, scale)
+    )
 
 
 @pytest.mark.parametrize("scale", [255, 4095, 65535])

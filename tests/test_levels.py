@@ -148,7 +148,7 @@ def test_expand_pattern_ignores_fields_not_named(pattern, values, expected):
 def test_experiment_tables_are_the_profiles_modules():
     """The experiment and quality jobs' tables are those the profiles package writes."""
     from cellstrata.levels import JOBS
-    from cellstrata.profiles.aggregate import EXPERIMENT_STEPS
+    from cellstrata.profiles.experiment import EXPERIMENT_STEPS
     from cellstrata.profiles.quality import QUALITY_TABLES
 
     assert tuple(JOBS["experiment"].outputs) == EXPERIMENT_STEPS

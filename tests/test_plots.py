@@ -11,12 +11,15 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from cellstrata.io import write_labels, write_tiff
-from cellstrata.report import plots
+from cellstrata.report import experiment as report_experiment
+from cellstrata.report import figures as report_figures
+from cellstrata.report import images as report_images
+from cellstrata.report import plate as report_plate
 
 
 def _png(figure: Figure, path) -> np.ndarray:
     """Save ``figure`` and read the PNG back, checking it is a real, non-flat image."""
-    plots.save_figure(figure, path)
+    report_figures.save_figure(figure, path)
     pixels = imread(path)
     assert pixels.ndim == 3 and pixels.shape[2] in (3, 4), pixels.shape
     assert pixels.shape[0] > 150 and pixels.shape[1] > 300, pixels.shape
@@ -42,7 +45,7 @@ def _wells(rows: str, columns: range) -> list[str]:
     ("well", "position"), [("A01", (0, 0)), ("b3", (1, 2)), ("P24", (15, 23)), ("AF48", (31, 47))]
 )
 def test_well_position(well, position):
-    assert plots.well_position(well) == position
+    assert report_plate.well_position(well) == position
 
 
 @pytest.mark.parametrize(
@@ -50,19 +53,37 @@ def test_well_position(well, position):
     [(["A01", "H12"], 96), (["A01", "P24"], 384), (["I13"], 384), (["A01", "Q01"], 1536), ([], 96)],
 )
 def test_plate_format_is_the_smallest_that_fits(wells, fmt):
-    assert plots.plate_format_of(wells) == fmt
+    assert report_plate.plate_format_of(wells) == fmt
 
 
 def test_plate_format_refuses_wells_outside_it():
     with pytest.raises(ValueError, match="P24"):
-        plots.plate_format_of(["A01", "P24"], 96)
+        report_plate.plate_format_of(["A01", "P24"], 96)
     with pytest.raises(ValueError, match="plate_format"):
-        plots.plate_format_of(["A01"], 100)
+        report_plate.plate_format_of(["A01"], 100)
+
+
+def plate_heatmap(
+    table: pd.DataFrame,
+    value: str,
+    *,
+    title: str,
+    label: str | None = None,
+    plate_format: int | None = None,
+) -> Figure:
+    """One plate as a grid of wells coloured by ``value``: a single panel of the plate overview's
+    drawing code, to test it well by well (the workflow draws only whole overviews)."""
+    fmt = report_plate.plate_format_of(list(table["Metadata_Well"].astype(str)), plate_format)
+    figure = report_plate._plate_figure(fmt, 1, 1)
+    report_plate._draw_plate(
+        figure.add_subplot(), table, value, title=title, label=label, plate_format=fmt
+    )
+    return figure
 
 
 def test_plate_heatmap_96(tmp_path):
     table = pd.DataFrame({"Metadata_Well": ["A01", "B03", "H12"], "cells": [10, 250, 40]})
-    figure = plots.plate_heatmap(table, "cells", title="Cells", label="cells per well")
+    figure = plate_heatmap(table, "cells", title="Cells", label="cells per well")
     grid = figure.axes[0].images[0].get_array()
     assert grid.shape == (8, 12)
     assert grid[1, 2] == 250 and grid[7, 11] == 40
@@ -77,23 +98,23 @@ def test_plate_heatmap_96(tmp_path):
 
 def test_plate_heatmap_grows_to_384_and_1536(tmp_path):
     table = pd.DataFrame({"Metadata_Well": ["A01", "P24"], "Metadata_value": [1.5, -2.0]})
-    figure = plots.plate_heatmap(table, "value", title="384")  # prefix optional
+    figure = plate_heatmap(table, "value", title="384")  # prefix optional
     assert figure.axes[0].images[0].get_array().shape == (16, 24)
     _png(figure, tmp_path / "384.png")
     table = pd.DataFrame({"Metadata_Well": ["AF48"], "v": [1.0]})
-    figure = plots.plate_heatmap(table, "v", title="1536")
+    figure = plate_heatmap(table, "v", title="1536")
     assert figure.axes[0].images[0].get_array().shape == (32, 48)
     labels = [t.get_text() for t in figure.axes[0].get_yticklabels()]
     assert labels[0] == "A" and labels[-1] == "AE"  # every other row on 1536-well plates
     # An explicit format is kept even when a smaller one would do.
     table = pd.DataFrame({"Metadata_Well": ["A01"], "v": [1.0]})
-    figure = plots.plate_heatmap(table, "v", title="x", plate_format=384)
+    figure = plate_heatmap(table, "v", title="x", plate_format=384)
     assert figure.axes[0].images[0].get_array().shape == (16, 24)
 
 
 def test_plate_heatmap_booleans(tmp_path):
     table = pd.DataFrame({"Metadata_Well": ["A01", "A02", "C05"], "Flag_Any": [True, False, True]})
-    figure = plots.plate_heatmap(table, "Flag_Any", title="Flagged sites")
+    figure = plate_heatmap(table, "Flag_Any", title="Flagged sites")
     grid = figure.axes[0].images[0].get_array()
     assert grid[0, 0] == 1 and grid[0, 1] == 0 and grid[2, 4] == 1
     assert "yes" in _texts(figure)
@@ -103,10 +124,10 @@ def test_plate_heatmap_booleans(tmp_path):
 def test_plate_heatmap_refuses_duplicates_and_text():
     twice = pd.DataFrame({"Metadata_Well": ["A01", "A01"], "cells": [1, 2]})
     with pytest.raises(ValueError, match="A01"):
-        plots.plate_heatmap(twice, "cells", title="x")
+        plate_heatmap(twice, "cells", title="x")
     text = pd.DataFrame({"Metadata_Well": ["A01"], "cells": ["many"]})
     with pytest.raises(TypeError):
-        plots.plate_heatmap(text, "cells", title="x")
+        plate_heatmap(text, "cells", title="x")
 
 
 def _cell_counts(plate: str = "P1") -> pd.DataFrame:
@@ -127,7 +148,7 @@ def _cell_counts(plate: str = "P1") -> pd.DataFrame:
 def test_plate_overview(tmp_path):
     counts = _cell_counts()
     readout = pd.Series(np.linspace(0, 1, len(counts)), index=counts.index, name="Cells_Area")
-    figure = plots.plate_overview(counts, readout=readout, flag_columns=["cqc_large_nuclei"])
+    figure = report_plate.plate_overview(counts, readout=readout, flag_columns=["cqc_large_nuclei"])
     plates = [ax for ax in figure.axes if ax.images]
     assert len(plates) == 3
     assert all(ax.images[0].get_array().shape == (8, 12) for ax in plates)
@@ -141,7 +162,7 @@ def test_plate_overview(tmp_path):
 def test_plate_overview_refuses_two_plates():
     counts = pd.concat([_cell_counts("P1"), _cell_counts("P2")], ignore_index=True)
     with pytest.raises(ValueError):
-        plots.plate_overview(counts)
+        report_plate.plate_overview(counts)
 
 
 # --- images ----------------------------------------------------------------------------------
@@ -151,7 +172,7 @@ def test_illumination_figure(tmp_path):
     yy, xx = np.mgrid[:1100, :1000]
     dome = (2.0 - ((yy - 550) ** 2 + (xx - 500) ** 2) / 550**2).astype(np.float32)
     functions = {"DNA": dome, "AGP": np.ones((1100, 1000), np.float32)}
-    figure = plots.illumination_figure(functions, plate="P1", modes={"DNA": "regular"})
+    figure = report_images.illumination_figure(functions, plate="P1", modes={"DNA": "regular"})
     images = [ax.images[0] for ax in figure.axes if ax.images]
     assert len(images) == 2
     # Large functions are reduced before drawing, keeping the extent in full-image pixels.
@@ -177,15 +198,15 @@ def _site(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def test_overlay_figure(tmp_path):
     image, nuclei, cells = _site()
-    figure = plots.overlay_figure(
+    figure = report_images.overlay_figure(
         [("A01 site 1", image, nuclei, cells), ("A02 site 1", image.astype(float), nuclei, None)]
     )
     shown = [ax.images[0].get_array() for ax in figure.axes if ax.images]
     assert len(shown) == 2
     for rgb, has_cells in zip(shown, (True, False), strict=True):
         assert rgb.shape == (*image.shape, 3)
-        nuclei_px = np.all(np.isclose(rgb, colors.to_rgb(plots.NUCLEI_OUTLINE)), axis=2)
-        cell_px = np.all(np.isclose(rgb, colors.to_rgb(plots.CELL_OUTLINE)), axis=2)
+        nuclei_px = np.all(np.isclose(rgb, colors.to_rgb(report_figures.NUCLEI_OUTLINE)), axis=2)
+        cell_px = np.all(np.isclose(rgb, colors.to_rgb(report_figures.CELL_OUTLINE)), axis=2)
         assert nuclei_px.sum() == 2 * 4 * 11  # two 12x12 squares, inner outline
         assert (cell_px.sum() > 0) == has_cells
     text = _texts(figure)
@@ -196,7 +217,7 @@ def test_overlay_figure(tmp_path):
 def test_overlay_figure_refuses_mismatched_masks():
     image, nuclei, _ = _site()
     with pytest.raises(ValueError, match="A01"):
-        plots.overlay_figure([("A01", image, nuclei[:50], None)])
+        report_images.overlay_figure([("A01", image, nuclei[:50], None)])
 
 
 # --- image QC --------------------------------------------------------------------------------
@@ -220,12 +241,12 @@ def _image_qc(plate: str = "P1") -> pd.DataFrame:
 
 def test_qc_distributions(tmp_path):
     table = _image_qc()
-    figure = plots.qc_distributions(
+    figure = report_images.qc_distributions(
         table, metrics=("PowerLogLogSlope", "ImageQuality_FocusScore", "ImageQuality_Missing")
     )
     assert len(figure.axes) == 2 * 2  # missing metric skipped; 2 channels
     assert [ax.get_title() for ax in figure.axes[:2]] == ["DNA", "AGP"]
-    red = colors.to_rgba(plots.FLAGGED)
+    red = colors.to_rgba(report_figures.FLAGGED)
     flagged_bars = [
         p for ax in figure.axes for p in ax.patches if p.get_facecolor() == red and p.get_height()
     ]
@@ -236,7 +257,7 @@ def test_qc_distributions(tmp_path):
 
 def test_qc_distributions_without_metrics_is_a_note(tmp_path):
     table = _image_qc()[["Metadata_Plate", "Metadata_Well", "channel"]]
-    figure = plots.qc_distributions(table)
+    figure = report_images.qc_distributions(table)
     assert "No image QC metric" in _texts(figure)
     _png(figure, tmp_path / "note.png")
 
@@ -270,7 +291,7 @@ def _profiles(n_per_dose: int = 3, plates: tuple[str, ...] = ("P1",)) -> pd.Data
 
 def test_dose_response_log_axis_with_zero(tmp_path):
     profiles = _profiles()
-    figure = plots.dose_response(
+    figure = report_experiment.dose_response(
         profiles,
         dose_column="dose",
         values=profiles["Metadata_Object_Count"],
@@ -296,7 +317,7 @@ def test_dose_response_log_axis_with_zero(tmp_path):
 def test_dose_response_linear_within_a_decade(tmp_path):
     profiles = _profiles()
     profiles["Metadata_dose"] = profiles["Metadata_dose"].clip(upper=0.1) + 1  # 1 .. 1.1
-    figure = plots.dose_response(
+    figure = report_experiment.dose_response(
         profiles, dose_column="Metadata_dose", values="Object_Count", label="cells"
     )
     assert figure.axes[0].get_xscale() == "linear"
@@ -307,7 +328,7 @@ def test_pca_figure_categorical_and_numeric(tmp_path):
     profiles = _profiles(plates=("P1", "P2"))
     profiles["Cells_Huge"] = np.where(profiles["Metadata_dose"] > 1, 1e18, 0.0)  # MAD ~ 0
     profiles.loc[0, "Cells_Feature_5"] = np.nan
-    figure = plots.pca_figure(profiles, color_by="treatment")
+    figure = report_experiment.pca_figure(profiles, color_by="treatment")
     ax = figure.axes[0]
     assert "% of variance" in ax.get_xlabel() and ax.get_xlabel().startswith("PC1")
     # Feature_5 (NaN), Flat (no variance) and Huge (1e18) are left out.
@@ -318,7 +339,7 @@ def test_pca_figure_categorical_and_numeric(tmp_path):
     assert len(markers) == 2  # a marker per plate
     _png(figure, tmp_path / "pca.png")
 
-    figure = plots.pca_figure(profiles, color_by="Metadata_dose")
+    figure = report_experiment.pca_figure(profiles, color_by="Metadata_dose")
     assert len(figure.axes) == 2  # plot and colour bar
     assert figure.axes[1].get_ylabel() == "dose"
     _png(figure, tmp_path / "pca_numeric.png")
@@ -326,12 +347,14 @@ def test_pca_figure_categorical_and_numeric(tmp_path):
 
 def test_pca_figure_notes(tmp_path):
     profiles = _profiles()
-    figure = plots.pca_figure(profiles.head(2), color_by="treatment")
+    figure = report_experiment.pca_figure(profiles.head(2), color_by="treatment")
     assert "at least 3" in _texts(figure)
     _png(figure, tmp_path / "pca_two_wells.png")
-    figure = plots.pca_figure(profiles[["Metadata_treatment", "Nuclei_Flat"]], color_by="treatment")
+    figure = report_experiment.pca_figure(
+        profiles[["Metadata_treatment", "Nuclei_Flat"]], color_by="treatment"
+    )
     assert "0 usable feature(s)" in _texts(figure)
-    figure = plots.pca_figure(profiles[["Metadata_treatment"]], color_by="treatment")
+    figure = report_experiment.pca_figure(profiles[["Metadata_treatment"]], color_by="treatment")
     assert "No PCA drawn" in _texts(figure)
 
 
@@ -355,7 +378,7 @@ def _map_table() -> pd.DataFrame:
 
 
 def test_map_bars(tmp_path):
-    figure = plots.map_bars(_map_table(), label_columns=["treatment", "Metadata_dose"])
+    figure = report_experiment.map_bars(_map_table(), label_columns=["treatment", "Metadata_dose"])
     assert len(figure.axes) == 2
     activity, consistency = figure.axes
     assert activity.get_title().startswith("Activity: 2 of 4 significant")
@@ -365,14 +388,14 @@ def test_map_bars(tmp_path):
     assert len(bars) == 4
     top = max(bars, key=lambda bar: bar.get_y())
     assert top.get_width() == pytest.approx(0.95)  # sorted: highest mAP on top
-    assert top.get_facecolor() == colors.to_rgba(plots.SIGNIFICANT)
+    assert top.get_facecolor() == colors.to_rgba(report_figures.SIGNIFICANT)
     labels = dict(zip(activity.get_yticks(), activity.get_yticklabels(), strict=True))
     assert labels[max(labels)].get_text() == "drug, 10"
     _png(figure, tmp_path / "map.png")
 
 
 def test_map_bars_empty_is_a_note(tmp_path):
-    figure = plots.map_bars(_map_table().iloc[:0], label_columns=["treatment"])
+    figure = report_experiment.map_bars(_map_table().iloc[:0], label_columns=["treatment"])
     assert "empty" in _texts(figure)
     _png(figure, tmp_path / "map_empty.png")
 
@@ -419,20 +442,22 @@ def _plate_files(tmp_path):
 def _capture(monkeypatch) -> dict[str, Figure]:
     """Keep the figures the writers save, by output file name, and still write them."""
     saved: dict[str, Figure] = {}
-    save = plots.save_figure
+    save = report_figures.save_figure
 
     def keep(figure, path, **kwargs):
         saved[str(path).rsplit("/", 1)[-1]] = figure
         save(figure, path, **kwargs)
 
-    monkeypatch.setattr(plots, "save_figure", keep)
+    # Each writer saves through the save_figure its own module imported.
+    monkeypatch.setattr(report_plate, "save_figure", keep)
+    monkeypatch.setattr(report_experiment, "save_figure", keep)
     return saved
 
 
 def test_write_plate_figures(tmp_path, monkeypatch):
     saved = _capture(monkeypatch)
-    outputs = {name: tmp_path / "figures" / f"{name}.png" for name in plots.PLATE_FIGURES}
-    plots.write_plate_figures(
+    outputs = {name: tmp_path / "figures" / f"{name}.png" for name in report_plate.PLATE_FIGURES}
+    report_plate.write_plate_figures(
         **_plate_files(tmp_path),
         outputs=outputs,
         readout={"feature": "Cells_Feature_1", "divide_by": "Object_Count"},
@@ -456,11 +481,11 @@ def test_write_plate_figures_cellprofiler_plate(tmp_path, monkeypatch):
     saved = _capture(monkeypatch)
     files = _plate_files(tmp_path)
     files["image_qc_path"] = None
-    plots.write_plate_figures(**files, outputs={"qc": tmp_path / "qc.png"})
+    report_plate.write_plate_figures(**files, outputs={"qc": tmp_path / "qc.png"})
     assert "No image QC" in _texts(saved["qc.png"])
     assert list(saved) == ["qc.png"]  # only the figures named are drawn
     with pytest.raises(ValueError, match="unknown figure"):
-        plots.write_plate_figures(**files, outputs={"pca": tmp_path / "pca.png"})
+        report_plate.write_plate_figures(**files, outputs={"pca": tmp_path / "pca.png"})
 
 
 def _png_file(path) -> None:
@@ -476,8 +501,8 @@ def test_write_experiment_figures(tmp_path, monkeypatch):
     per_plate = _map_table().assign(Metadata_Plate="P1")
     combined = _map_table().head(3).assign(Metadata_Plate="all")
     pd.concat([per_plate, combined], ignore_index=True).to_parquet(tmp_path / "map.parquet")
-    outputs = {name: tmp_path / f"{name}.png" for name in plots.EXPERIMENT_FIGURES}
-    plots.write_experiment_figures(
+    outputs = {name: tmp_path / f"{name}.png" for name in report_experiment.EXPERIMENT_FIGURES}
+    report_experiment.write_experiment_figures(
         profiles_path=tmp_path / "profiles.parquet",
         map_path=tmp_path / "map.parquet",
         outputs=outputs,
@@ -501,7 +526,7 @@ def test_write_experiment_figures_readout_and_no_dose(tmp_path, monkeypatch):
     for plate in ("P1", "P2"):
         paths.append(tmp_path / f"{plate}.parquet")
         _profiles(plates=(plate,)).to_parquet(paths[-1])
-    plots.write_experiment_figures(
+    report_experiment.write_experiment_figures(
         profiles_path=paths,
         map_path=None,
         outputs={"dose_response": tmp_path / "dose.png", "map": tmp_path / "map.png"},
@@ -523,7 +548,7 @@ def test_write_experiment_figures_readout_and_no_dose(tmp_path, monkeypatch):
     )
     table = zprime_table(profiles, feature="Cells_Feature_1")
     table.to_parquet(tmp_path / "zprime.parquet")
-    plots.write_experiment_figures(
+    report_experiment.write_experiment_figures(
         profiles_path=paths,
         map_path=None,
         outputs={"dose_response": tmp_path / "quality.png"},
@@ -532,11 +557,11 @@ def test_write_experiment_figures_readout_and_no_dose(tmp_path, monkeypatch):
         readout={"feature": "Cells_Feature_1", "divide_by": None},
         zprime_path=tmp_path / "zprime.parquet",
     )
-    note = plots.assay_quality_note(table)
+    note = report_experiment.assay_quality_note(table)
     assert note.count("plate ") == len(table) and "robust Z'" in note and "SSMD" in note
     assert f"Z' {table['zprime'].iloc[0]:.2f} [" in note
     assert note.splitlines()[1] in _texts(saved["quality.png"])
-    plots.write_experiment_figures(
+    report_experiment.write_experiment_figures(
         profiles_path=paths,
         map_path=None,
         outputs={"dose_response": tmp_path / "none.png"},

@@ -9,19 +9,14 @@ from pycytominer import aggregate
 
 from cellstrata.config import PROFILE_REPORTS, PROFILE_STEPS
 from cellstrata.profiles.aggregate import (
-    EXPERIMENT_STEPS,
-    UNANNOTATED,
-    PlatemapError,
     aggregate_features,
     annotate_profiles,
     build_profiles,
-    consensus_profiles,
-    mark_controls,
     normalize_profiles,
-    read_platemap,
-    write_experiment,
     write_profiles,
 )
+from cellstrata.profiles.experiment import EXPERIMENT_STEPS, consensus_profiles, write_experiment
+from cellstrata.profiles.platemap import UNANNOTATED, PlatemapError, mark_controls, read_platemap
 
 WELLS = [f"{row}{col:02d}" for row in "AB" for col in range(1, 5)]
 

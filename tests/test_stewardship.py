@@ -14,13 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, example_config, main_version
+from conftest import REPO, check_dvc_yaml, example_config, main_version
 from s3server import Relay, moto_s3_environment
 
 from cellstrata.cli import main
-from cellstrata.stewardship.dvc import (
-    check_dvc_yaml,
-)
 from cellstrata.stewardship.provenance import write_record
 from cellstrata.stewardship.retention import (
     apply_retention,

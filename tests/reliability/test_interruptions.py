@@ -14,7 +14,7 @@ Findings these tests pin down (see each test):
 - Snakemake reports as incomplete every existing output of a job it started and did not see
   end, also outputs that are whole: a job killed after writing everything but before
   Snakemake recorded its end. The ``pause-after-write`` fault
-  (``cellstrata.stewardship.provenance.FAULT_VARIABLE``) holds a job at exactly that point.
+  (``cellstrata.workflow.failpoint.FAULT_VARIABLE``) holds a job at exactly that point.
 - After SIGKILL of Snakemake its lock stays; the next run is refused with Snakemake's message
   naming ``--unlock``, the command README's *Resuming* paragraph documents.
 - Found by the soak, fixed: a kill inside a job of a level with retention delete (the
@@ -57,7 +57,7 @@ from conftest import (
 )
 
 from cellstrata.io import write_parquet
-from cellstrata.stewardship.provenance import FAULT_VARIABLE, injected_fault
+from cellstrata.workflow.failpoint import FAULT_VARIABLE, injected_fault
 
 # The snakemake command of the environment running the tests (the Makefile's .venv).
 # atomic_path's temporary names: tempfile.mkstemp(prefix=".<name>.", suffix=".part").

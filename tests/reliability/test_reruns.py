@@ -32,8 +32,8 @@ from conftest import (
     snakemake_command,
 )
 
-from cellstrata.stewardship.provenance import FAULT_VARIABLE
 from cellstrata.workflow.digests import CodeDigests, code_files
+from cellstrata.workflow.failpoint import FAULT_VARIABLE
 
 # What a copy of the workflow needs (report/ for the report directive, envs/ for conda:).
 WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "src", "profiles", "report", "envs", "config")
@@ -234,7 +234,7 @@ def test_code_files_of_the_workflow_scripts():
     assert (
         not {
             "singlecell/features.py",
-            "report/plots.py",
+            "report/figures.py",
             "profiles/aggregate.py",
             "singlecell/crops.py",
             "segment/evaluate.py",
@@ -243,8 +243,14 @@ def test_code_files_of_the_workflow_scripts():
     )
     features = reach("features.py")
     assert {"singlecell/features.py", "measure/texture.py", "measure/granularity.py"} <= features
-    assert not {"segment/__init__.py", "segment/classical.py", "report/plots.py"} & features
-    assert "segment/__init__.py" not in reach("plots.py")
+    assert not {"segment/__init__.py", "segment/classical.py", "report/figures.py"} & features
+    for figures in (
+        "plate_overview.py",
+        "image_figures.py",
+        "overlays.py",
+        "experiment_figures.py",
+    ):
+        assert "segment/__init__.py" not in reach(figures)
 
 
 # -- a parameter change ----------------------------------------------------------------------
@@ -331,7 +337,10 @@ def test_editing_a_script_reruns_its_rule(workflow_copy, kept_run):
         ("features.py", {"features"}),
         ("measure/texture.py", {"features"}),
         ("segment/classical.py", {"segment"}),
-        ("plots.py", {"image_figures", "overlays", "plate_overview", "experiment_figures"}),
+        (
+            "report/figures.py",
+            {"image_figures", "overlays", "plate_overview", "experiment_figures"},
+        ),
     ],
 )
 def test_editing_a_package_module_reruns_the_rules_using_it(workflow_copy, kept_run, module, rules):

@@ -23,12 +23,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import main_version, run_snakemake, snakemake_command
+from conftest import check_dvc_yaml, main_version, run_snakemake, snakemake_command
 
 from cellstrata.example import generate_example
-from cellstrata.stewardship.dvc import (
-    check_dvc_yaml,
-)
 from cellstrata.stewardship.status import (
     status,
 )

@@ -65,7 +65,6 @@ __all__ = [
     "GROUP",
     "channel_pairs",
     "colocalization_columns",
-    "costes_thresholds",
     "dense_ranks",
     "measure_colocalization",
 ]
@@ -410,35 +409,6 @@ def _pair_thresholds(first: _Plane, second: _Plane) -> tuple[float, float] | Non
     else:
         thr_x = _histogram_search(first, second, a, b)
     return thr_x, (a * thr_x) + b
-
-
-def costes_thresholds(
-    first: np.ndarray, second: np.ndarray, scale: int = 65535
-) -> tuple[float, float] | None:
-    """Costes' automatic thresholds of two whole images, CellProfiler's "Faster" search.
-
-    Parameters
-    ----------
-    first, second : numpy.ndarray
-        Images of the same shape, intensities scaled to [0, 1] as CellProfiler's.
-    scale : int, default 65535
-        CellProfiler's image scale (maximum of the acquisition dtype); candidates are
-        ``k / scale``.
-
-    Returns
-    -------
-    tuple of float or None
-        ``(threshold of first, threshold of second)``; ``None`` when no pixel is non-NaN in
-        both images. Like CellProfiler, ``(0, b)`` when no candidate has a non-negative
-        correlation below it.
-
-    Notes
-    -----
-    Pixels that are NaN in either image are ignored. The regression line is fitted to the
-    pixels that are non-zero in at least one image, as CellProfiler does.
-    """
-    _check_options(15.0, "Faster", scale)
-    return _pair_thresholds(_Plane.of(first, scale), _Plane.of(second, scale))
 
 
 # --------------------------------------------------------------------------------------------

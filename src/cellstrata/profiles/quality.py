@@ -28,7 +28,8 @@ from copairs.map import average_precision, mean_average_precision
 from pycytominer.cyto_utils import infer_cp_features
 
 from cellstrata.io import write_parquet
-from cellstrata.profiles.aggregate import CONTROL_COLUMN, combine_plates, metadata_name
+from cellstrata.profiles.experiment import combine_plates
+from cellstrata.profiles.platemap import CONTROL_COLUMN, metadata_name
 
 log = logging.getLogger(__name__)
 
@@ -649,7 +650,7 @@ def write_quality(
         The experiment's normalized, feature-selected profiles (all plates, one table).
     annotated_paths : sequence of path
         Per-plate annotated profiles (stacked with
-        :func:`cellstrata.profiles.aggregate.combine_plates`).
+        :func:`cellstrata.profiles.experiment.combine_plates`).
     outputs : mapping
         An output path for each of :data:`QUALITY_TABLES`.
     cell_qc_paths : sequence of path

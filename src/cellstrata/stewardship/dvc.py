@@ -63,19 +63,6 @@ def render_dvc_yaml(config: Mapping[str, Any], config_name: str, workspace: str 
     return DVC_YAML_HEADER.format(config=config_name) + body
 
 
-def check_dvc_yaml(
-    config: Mapping[str, Any], config_name: str, workspace: str | os.PathLike = "."
-) -> None:
-    """Raise when ``dvc.yaml`` differs from what the config implies (no silent drift)."""
-    path = Path(workspace, "dvc.yaml")
-    expected = render_dvc_yaml(config, config_name, str(workspace))
-    if not path.exists() or path.read_text() != expected:
-        raise StewardshipError(
-            f"{path} does not match {config_name}; regenerate it with "
-            f"`cellstrata dvc setup --config {config_name}`"
-        )
-
-
 #: DVC's words for a failure -> what to do about it (the first that appears applies).
 DVC_HINTS = (
     (

@@ -17,7 +17,6 @@ import platform
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -34,6 +33,7 @@ from cellstrata.levels import (
     RULE_LEVELS,
     retention_of,
 )
+from cellstrata.workflow.failpoint import failpoint
 from cellstrata.workflow.logs import logged
 
 log = logging.getLogger(__name__)
@@ -58,47 +58,6 @@ SOFTWARE = (
     "onnxruntime",
 )
 PROVENANCE_DIR = "provenance"
-
-#: The fault-injection hook of the reliability suite (tests/reliability): comma-separated
-#: ``<rule>[/<wildcard value>...]:<point>`` entries, e.g. ``features/A01-A06:after-write``.
-#: A job of ``<rule>`` whose wildcards include every listed value, once its outputs and its
-#: record are written under their final names, then ``after-write``: fails
-#: (:class:`InjectedFault`), so Snakemake must remove outputs that are complete;
-#: ``pause-after-write``: logs that it paused and sleeps until it is killed (failing after
-#: 10 minutes), so a test can kill a run whose job has finished writing but not ended.
-#: Unset in every real run; read by :func:`recorded_job`.
-FAULT_VARIABLE = "CELLSTRATA_FAULT"
-FAULT_POINTS = ("after-write", "pause-after-write")
-
-
-class InjectedFault(RuntimeError):
-    """The failure that ``CELLSTRATA_FAULT`` asked of a job."""
-
-
-def injected_fault(rule: str, wildcards: Mapping[str, str], spec: str | None = None) -> str | None:
-    """The point of the first ``CELLSTRATA_FAULT`` entry (or ``spec``) matching a job of
-    ``rule`` with ``wildcards``; None when none does. A malformed entry raises ValueError,
-    so a mistyped fault fails loudly instead of silently not firing."""
-    spec = os.environ.get(FAULT_VARIABLE, "") if spec is None else spec
-    values = set(wildcards.values())
-    for entry in filter(None, (part.strip() for part in spec.split(","))):
-        target, _, point = entry.rpartition(":")
-        if not target or point not in FAULT_POINTS:
-            raise ValueError(
-                f"{FAULT_VARIABLE} entry {entry!r}: expected <rule>[/<wildcard value>...]:<point>"
-                f" with a point of {', '.join(FAULT_POINTS)}"
-            )
-        name, *wanted = target.split("/")
-        if name == rule and values.issuperset(wanted):
-            return point
-    return None
-
-
-def _inject(point: str, logger: logging.Logger) -> None:
-    if point == "pause-after-write":
-        logger.warning("%s: paused after writing the outputs, until killed", FAULT_VARIABLE)
-        time.sleep(600)
-    raise InjectedFault(f"{FAULT_VARIABLE}: {point} fault injected after writing the outputs")
 
 
 def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -206,7 +165,7 @@ def recorded_job(smk: Any, inputs: Sequence[str] | None = None) -> Iterator[logg
     read, where they are not its Snakemake inputs (rule ingest: every raw image, of which the
     DAG sees only the image root); a list the job may fill while it runs.
 
-    The hook of the reliability suite's fault injection: see :data:`FAULT_VARIABLE`.
+    Ends at the reliability suite's failpoint (:mod:`cellstrata.workflow.failpoint`).
     """
     start = _now()
     with logged(smk.log[0]) as logger:
@@ -228,9 +187,7 @@ def recorded_job(smk: Any, inputs: Sequence[str] | None = None) -> Iterator[logg
         )
         write_record(record_path, record)
         logger.info("provenance record %s", record_path)
-        fault = injected_fault(smk.rule, dict(smk.wildcards.items()))
-        if fault:
-            _inject(fault, logger)
+        failpoint(smk.rule, smk.wildcards, logger)
 
 
 def write_record(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
