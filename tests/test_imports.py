@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 PACKAGE = "cellstrata"
@@ -105,11 +103,6 @@ def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config still imports cellstrata.segment for version naming; another part of "
-    "issue 16 removes that",
-)
 def test_config_imports_nothing_of_the_package():
     assert _imports("cellstrata.config", MODULES["cellstrata.config"]) == []
 

@@ -13,29 +13,16 @@ Each is imported from its module on first use: importing ``cellstrata`` (every w
 does) loads none of the subpackages.
 """
 
-from importlib import import_module
+from cellstrata.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 #: Public name -> the module defining it.
 _API = {
-    "segment_site": "cellstrata.segment",
+    "segment_site": "cellstrata.segment.batch",
     "measure_site": "cellstrata.singlecell.features",
     "plate_profiles": "cellstrata.profiles.aggregate",
     "read_level": "cellstrata.stewardship.access",
 }
-
 __all__ = ["__version__", *_API]
-
-
-def __getattr__(name):
-    # PEP 562: called only for names not bound here, i.e. an API function's first use.
-    if name not in _API:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(_API[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted({*globals(), *_API})
+__getattr__, __dir__ = lazy_exports(__name__, _API)

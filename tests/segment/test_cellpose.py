@@ -23,7 +23,7 @@ import tifffile
 from conftest import REPO, example_config, main_version, run_snakemake
 from scipy import ndimage as ndi
 from skimage.draw import disk, ellipse
-from test_config import MINIMAL, _write
+from workflow.test_validate import MINIMAL, _write
 
 from cellstrata.config import (
     ConfigError,

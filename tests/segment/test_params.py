@@ -1,5 +1,5 @@
-"""Segmentation parameters (segment/params.py) and version names (segment/versions.py): what
-they may import."""
+"""Segmentation parameters (segment/params.py): what they may import (that cellstrata.config
+imports nothing of the package is tests/test_imports.py's)."""
 
 from __future__ import annotations
 
@@ -28,9 +28,3 @@ def test_params_import_nothing_heavy():
     heavy = ("skimage", "scipy", "torch", "cellpose", "cellstrata")
     imported = _imported(PACKAGE / "segment" / "params.py")
     assert not {name for name in imported if name.split(".")[0] in heavy}
-
-
-def test_config_is_a_leaf():
-    # Fails on the code before issue 16: config._version_params imported cellstrata.segment.
-    imported = _imported(PACKAGE / "config.py")
-    assert not {name for name in imported if name.split(".")[0] == "cellstrata"}

@@ -15,47 +15,33 @@ Label images are ``int32`` with background 0. Cell ``k`` and cytoplasm ``k`` are
 same object as nucleus ``k``.
 """
 
-from cellstrata.segment.batch import check_site_params, segment_batch, segment_site
-from cellstrata.segment.cellpose import CellposeError
-from cellstrata.segment.cells import cytoplasm, propagate, reconcile_cells, segment_cells
-from cellstrata.segment.classical import THRESHOLD_METHODS, default_min_area, segment_nuclei
-from cellstrata.segment.directory import (
-    IMAGE_SUFFIXES,
-    nuclei_segmenter,
-    read_nuclear_image,
-    segment_directory,
-)
-from cellstrata.segment.params import (
-    CELL_METHODS,
-    CELLPOSE_BUILTIN_MODELS,
-    SEGMENTATION_METHODS,
-    CellposeOptions,
-    cellpose_model_files,
-    cellpose_version,
-    check_cellpose_options,
-)
+from cellstrata.lazy import lazy_exports
 
-__all__ = [
-    "CELLPOSE_BUILTIN_MODELS",
-    "CELL_METHODS",
-    "IMAGE_SUFFIXES",
-    "SEGMENTATION_METHODS",
-    "THRESHOLD_METHODS",
-    "CellposeError",
-    "CellposeOptions",
-    "cellpose_model_files",
-    "cellpose_version",
-    "check_cellpose_options",
-    "check_site_params",
-    "cytoplasm",
-    "default_min_area",
-    "nuclei_segmenter",
-    "propagate",
-    "read_nuclear_image",
-    "reconcile_cells",
-    "segment_batch",
-    "segment_cells",
-    "segment_directory",
-    "segment_nuclei",
-    "segment_site",
-]
+#: Public name -> the module defining it: loaded on first use, so that a job reading version
+#: names (:mod:`~cellstrata.segment.versions`) does not import the segmentation code.
+_EXPORTS = {
+    "CELLPOSE_BUILTIN_MODELS": "cellstrata.segment.params",
+    "CELL_METHODS": "cellstrata.segment.params",
+    "CellposeError": "cellstrata.segment.cellpose",
+    "CellposeOptions": "cellstrata.segment.params",
+    "IMAGE_SUFFIXES": "cellstrata.segment.directory",
+    "SEGMENTATION_METHODS": "cellstrata.segment.params",
+    "THRESHOLD_METHODS": "cellstrata.segment.classical",
+    "cellpose_model_files": "cellstrata.segment.params",
+    "cellpose_version": "cellstrata.segment.params",
+    "check_cellpose_options": "cellstrata.segment.params",
+    "check_site_params": "cellstrata.segment.batch",
+    "cytoplasm": "cellstrata.segment.cells",
+    "default_min_area": "cellstrata.segment.classical",
+    "nuclei_segmenter": "cellstrata.segment.directory",
+    "propagate": "cellstrata.segment.cells",
+    "read_nuclear_image": "cellstrata.segment.directory",
+    "reconcile_cells": "cellstrata.segment.cells",
+    "segment_batch": "cellstrata.segment.batch",
+    "segment_cells": "cellstrata.segment.cells",
+    "segment_directory": "cellstrata.segment.directory",
+    "segment_nuclei": "cellstrata.segment.classical",
+    "segment_site": "cellstrata.segment.batch",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -40,6 +40,7 @@ def export_source(src: str) -> None:
 # still changes its digest. Comments and layout are not code (ast.unparse drops them).
 
 _FUNCTION = (ast.FunctionDef, ast.AsyncFunctionDef)
+_BINDING = (*_FUNCTION, ast.ClassDef, ast.Assign, ast.AnnAssign)
 
 
 class _Module:
@@ -129,8 +130,12 @@ class _Reach:
                 if isinstance(statement, ast.Import | ast.ImportFrom):
                     for target, _ in self.imported(statement, module):
                         self.module(target)
-                for node in _import_time(statement):
-                    self.scan(module, node)
+                # A definition counts when its name is used (symbol): functions, classes and
+                # constants of a module the rule does not use change nothing, so a module
+                # that gains or loses a definition by a move keeps its users' digests.
+                if not isinstance(statement, _BINDING):
+                    for node in _import_time(statement):
+                        self.scan(module, node)
 
     def symbol(self, name: str, symbol: str | None) -> None:
         """Using ``symbol`` of module ``name`` (None: any of it, e.g. ``import x``)."""

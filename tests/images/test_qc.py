@@ -27,7 +27,7 @@ from cellstrata.images.qc import (
 )
 from cellstrata.io import ImageReadError
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SORT = ["Metadata_Well", "Metadata_Site", "channel"]
 FLAGS = ["Flag_Blur", "Flag_Saturation", "Flag_Dim", "Flag_Bright", "Flag_Any"]
 
