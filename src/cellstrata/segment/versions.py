@@ -1,8 +1,8 @@
 """Segmentation versions: the ``<method>-<paramhash>`` names of the configured versions,
-and which of them each level of a plate exists in.
+and the versions with experiment-level outputs.
 
-Outputs downstream of segmentation live under these names (``results/masks/{version}/...``):
-a version's tag must never change for the same parameters.
+Outputs downstream of segmentation live under these names (the ``{version}`` of the level
+paths in :mod:`cellstrata.levels`): a version's tag must never change for the same parameters.
 """
 
 from __future__ import annotations
