@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from snakemake.utils import validate
 
 # Jobs import the package from this checkout, whatever environment runs them (venv or
 # --sdm conda), so the code that made an output is the code of this workflow's commit.
@@ -19,7 +18,6 @@ from cellstrata.workflow.cluster import check_profile_environment, gpu_gres
 from cellstrata.config import (
     CELLPROFILER_BATCH,
     CELLPROFILER_VERSION,
-    SCHEMA_PATH,
     channel_names,
     embedding_enabled,
     is_cellprofiler_plate,
@@ -27,7 +25,7 @@ from cellstrata.config import (
 )
 from cellstrata.segment.versions import experiment_versions, segmentation_versions
 from cellstrata.levels import level_path, output_of, retention_of
-from cellstrata.workflow.validate import check_config
+from cellstrata.workflow.validate import validate_config
 from cellstrata.images.ingest import IngestError, plate_inventory
 from cellstrata.profiles.platemap import check_platemaps
 from cellstrata.stewardship.provenance import recorded_batches
@@ -56,8 +54,7 @@ def code_of(script):
     return code
 
 
-validate(config, str(SCHEMA_PATH))
-check_config(config)
+validate_config(config)
 # Never let a second experiment, or other images under a plate's name, overwrite what this
 # workspace holds (first: before the image roots are scanned). In the planning process only,
 # like check_retention below.

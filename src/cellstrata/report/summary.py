@@ -23,8 +23,9 @@ from cellstrata.levels import (
     VERSIONED_LEVELS,
     retention_of,
 )
+from cellstrata.stewardship.solutions import human_size
 from cellstrata.stewardship.stale import stale_files, visible
-from cellstrata.stewardship.storage import disk_usage, human_size
+from cellstrata.stewardship.storage import disk_usage
 
 #: Report tables beside the profiles: what one of their rows is (a profile's row is a well).
 REPORT_ROWS = {

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,14 @@ from cellstrata.levels import (
 )
 from cellstrata.segment.versions import experiment_versions
 from cellstrata.stewardship.mtimes import restore_mtimes
+from cellstrata.stewardship.origin import allowed_on
+from cellstrata.stewardship.routing import (
+    Refusal,
+    access_refusals,
+    refusal_text,
+    size_refusals,
+)
+from cellstrata.stewardship.solutions import solutions
 from cellstrata.stewardship.stale import stale_outputs, stale_records, visible
 from cellstrata.stewardship.tracked import (
     StewardshipError,
@@ -51,9 +59,13 @@ DVC_YAML_HEADER = (
 
 
 def render_dvc_yaml(config: Mapping[str, Any], config_name: str, workspace: str = ".") -> str:
-    """The ``dvc.yaml`` text for a config (see :func:`tracked_outputs`)."""
+    """The ``dvc.yaml`` text for a config (see :func:`tracked_outputs`): never an output the
+    routing sends to a remote its access forbids (those are left out; see
+    :func:`~cellstrata.stewardship.routing.access_refusals`)."""
+    outs = tracked_outputs(config, workspace)
+    refused = {r.path for r in access_refusals(config, outs)}
     stages = {}
-    for out in tracked_outputs(config, workspace):
+    for out in (o for o in outs if o.path not in refused):
         stages[out.stage] = {
             "cmd": f"snakemake --cores all --configfile {config_name}",
             "frozen": True,
@@ -236,6 +248,12 @@ def setup_dvc(
     find the data; credentials never do: put them in ``.dvc/config.local`` or the environment.
     Every remote gets ``verify = true``: DVC then checks the MD5 of each object it downloads,
     so a pull from a remote holding a corrupted object fails instead of checking it out.
+
+    Raises
+    ------
+    StewardshipError
+        When the routing sends outputs to remotes their access forbids or over their
+        solution's size limits (``dvc.yaml`` is written without the forbidden ones).
     """
     workspace = Path(workspace)
     if not (workspace / ".dvc").is_dir():
@@ -259,7 +277,18 @@ def setup_dvc(
         _dvc(workspace, "remote", "modify", role, "verify", "true")
     if create_remotes:
         check_directory_remotes(config, workspace, create=True)
-    return _write_dvc_yaml(config, config_name, workspace)
+    path = _write_dvc_yaml(config, config_name, workspace)
+    outs = tracked_outputs(config, workspace)
+    found = access_refusals(config, outs) + size_refusals(
+        config, outs, workspace, locked=locked_outputs(workspace)
+    )
+    if found:
+        raise StewardshipError(
+            refusal_text(f"wrote {path} without the outputs the rules forbid", found)
+            + "\nChange storage.routes (or the plates' origin) and run `cellstrata dvc setup` "
+            "again"
+        )
+    return path
 
 
 def _repo(workspace: Path):
@@ -282,8 +311,11 @@ def _expected_objects(repo, out) -> list[str]:
     return oids
 
 
-def verify_remote(workspace: str | os.PathLike, stages: Sequence[str]) -> dict[str, list[str]]:
-    """Read back every object of ``stages`` from their remotes and check its MD5.
+def verify_remote(
+    workspace: str | os.PathLike, stages: Sequence[str], *, remote: str | None = None
+) -> dict[str, list[str]]:
+    """Read back every object of ``stages`` from their remotes (or ``remote``) and check its
+    MD5.
 
     Returns
     -------
@@ -297,10 +329,11 @@ def verify_remote(workspace: str | os.PathLike, stages: Sequence[str]) -> dict[s
     unreachable: dict[str, str] = {}
     for name in stages:
         for out in by_name[name].outs:
-            odb = repo.cloud.get_remote_odb(out.remote)
+            target = remote or out.remote
+            odb = repo.cloud.get_remote_odb(target)
             for oid in _expected_objects(repo, out):
                 key = f"{name}:{oid}"
-                if out.remote in unreachable:  # do not wait out retries once per object
+                if target in unreachable:  # do not wait out retries once per object
                     report["missing"].append(f"{key} (remote unreachable)")
                     continue
                 path = odb.oid_to_path(oid)
@@ -313,17 +346,20 @@ def verify_remote(workspace: str | os.PathLike, stages: Sequence[str]) -> dict[s
                     report["missing"].append(key)
                     continue
                 except Exception as err:  # a dead server is as bad as a missing object
-                    unreachable[out.remote] = f"{type(err).__name__}: {err}"
-                    report["missing"].append(f"{key} ({unreachable[out.remote]})")
+                    unreachable[target] = f"{type(err).__name__}: {err}"
+                    report["missing"].append(f"{key} ({unreachable[target]})")
                     continue
                 ok = digest.hexdigest() == oid.removesuffix(".dir")
                 report["verified" if ok else "corrupt"].append(key)
     return report
 
 
-def resend_objects(workspace: str | os.PathLike, report: Mapping[str, list[str]]) -> list[str]:
+def resend_objects(
+    workspace: str | os.PathLike, report: Mapping[str, list[str]], *, remote: str | None = None
+) -> list[str]:
     """Upload again, from the local cache, every object ``report`` found missing or corrupt on
-    its remote (a :func:`verify_remote` report); return the ``"stage:oid"`` keys sent.
+    its remote, or ``remote`` (a :func:`verify_remote` report); return the ``"stage:oid"`` keys
+    sent.
 
     ``dvc push`` trusts a directory's listing object: when it is on the remote, the files it
     lists are assumed there too, so a file object lost or corrupted later would never be sent
@@ -342,7 +378,7 @@ def resend_objects(workspace: str | os.PathLike, report: Mapping[str, list[str]]
         if not cached.is_file() or _md5(cached) != oid.removesuffix(".dir"):
             log.warning("%s: no intact local copy of %s to send again", name, oid)
             continue
-        odb = repo.cloud.get_remote_odb(remotes.get(name))
+        odb = repo.cloud.get_remote_odb(remote or remotes.get(name))
         odb.fs.put_file(str(cached), odb.oid_to_path(oid))
         sent.append(entry)
     return sent
@@ -386,31 +422,76 @@ def push(
     workspace: str | os.PathLike = ".",
     *,
     retentions: Iterable[str] = ("keep",),
+    remote: str | None = None,
+    plates: Iterable[str] | None = None,
+    levels: Iterable[str] | None = None,
+    day: date | None = None,
 ) -> dict[str, list[str]]:
-    """Record (``dvc commit``) and push every present output of the given retentions; verify.
+    """Record (``dvc commit``) and push every present output of the given retentions to the
+    remote the routing gives it; verify.
 
-    By default the kept levels (to the default remote); archived levels go through
-    :func:`archive`, which also removes them locally.
+    By default the kept levels; archived levels go through :func:`archive`, which also
+    removes them locally. With ``remote``, an explicit move: the outputs of ``plates`` and
+    ``levels`` (any retention) are copied to that remote as well, object by object from the
+    local cache, their access taken on ``day`` (an embargo that has ended allows a public
+    remote).
+
+    Outputs the rules forbid on their remote (:mod:`cellstrata.stewardship.routing`) are
+    refused before anything is sent; the others are pushed all the same.
 
     Raises
     ------
     StewardshipError
-        When the push fails or any object is missing or corrupt on its remote.
+        When outputs were refused, the push fails, or any object is missing or corrupt on its
+        remote.
     """
     workspace = Path(workspace)
+    tracked = tracked_outputs(config, workspace)
     wanted = set(retentions)
-    outs = [o for o in tracked_outputs(config, workspace) if o.retention in wanted]
-    present = [o for o in outs if _present(workspace, o)]
-    stages = [o.stage for o in present]
-    if not stages:
-        return {"verified": [], "missing": [], "corrupt": [], "remotes": []}
-    roles = sorted({o.remote for o in present})
+    outs = [
+        o
+        for o in tracked
+        if (remote is not None or o.retention in wanted)
+        and (plates is None or o.plate in set(plates))
+        and (levels is None or o.level in set(levels))
+        and _present(workspace, o)
+    ]
+    locked = locked_outputs(workspace)
+    # A move to ``remote`` also puts the outputs there under their routing: both must hold.
+    found = access_refusals(config, outs, remote=remote, day=day) + size_refusals(
+        config, outs, workspace, remote=remote, tracked=tracked, locked=locked
+    )
+    if remote is not None:
+        found += access_refusals(config, outs)
+    refused = {r.path for r in found}
+    present = [o for o in outs if o.path not in refused]
+    report: dict[str, list[str]] = {"verified": [], "missing": [], "corrupt": [], "remotes": []}
+    if present:
+        report = _push_verified(config, workspace, present, remote)
+    if found:
+        raise StewardshipError(
+            refusal_text("push", list(dict.fromkeys(found)))
+            + f"\nthe others: {_report_text('pushed', report)}"
+        )
+    return report
+
+
+def _push_verified(
+    config: Mapping[str, Any], workspace: Path, outs: Sequence[TrackedOutput], remote: str | None
+) -> dict[str, list[str]]:
+    """Commit and push ``outs`` to their remotes (and copy them to ``remote``); verify."""
+    stages = [o.stage for o in outs]
+    roles = sorted({o.remote for o in outs} | ({remote} if remote else set()))
     # DVC itself first: without it there is nothing a remote could be used for.
-    check_dvc_ready(workspace, present)
+    check_dvc_ready(workspace, outs)
     check_directory_remotes(config, workspace, roles=roles)
     _dvc(workspace, "commit", "--force", *stages)
     _dvc(workspace, "push", *stages)
     report = verify_remote(workspace, stages)
+    if remote is not None and not (report["missing"] or report["corrupt"]):
+        # `dvc push -r` sends an output only to the remote dvc.yaml names: copy the objects.
+        resend_objects(workspace, verify_remote(workspace, stages, remote=remote), remote=remote)
+        report = verify_remote(workspace, stages, remote=remote)
     if report["missing"] or report["corrupt"]:
         raise _unverified("push could not be verified", workspace, report)
     report["remotes"] = [f"{r} at {remote_location(config, r, workspace)}" for r in roles]
@@ -432,7 +513,9 @@ def archive(
     """Push archived levels, verify every object on the archive remote, then remove them locally.
 
     If anything fails or is missing, nothing is removed and :class:`StewardshipError` says what.
-    ``dvc pull <path>`` brings an archived output back.
+    ``dvc pull <path>`` brings an archived output back. Outputs the rules forbid on their
+    remote (:mod:`cellstrata.stewardship.routing`) are refused, neither sent nor removed; the
+    others are archived all the same and the error names both.
 
     Returns
     -------
@@ -440,11 +523,23 @@ def archive(
         The outputs removed (or that would be, with ``dry_run``).
     """
     workspace = Path(workspace)
-    outs = [
-        o
-        for o in tracked_outputs(config, workspace)
-        if o.retention == "archive" and _present(workspace, o)
-    ]
+    tracked = tracked_outputs(config, workspace)
+    outs = [o for o in tracked if o.retention == "archive" and _present(workspace, o)]
+    found = access_refusals(config, outs) + size_refusals(
+        config, outs, workspace, tracked=tracked, locked=locked_outputs(workspace)
+    )
+    if found:
+        refused = {r.path for r in found}
+        done = _archive([o for o in outs if o.path not in refused], config, workspace, dry_run)
+        archived = "".join(f"\n  - {o.path}" for o in done) or " none"
+        raise StewardshipError(refusal_text("archive", found) + f"\nthe others archived:{archived}")
+    return _archive(outs, config, workspace, dry_run)
+
+
+def _archive(
+    outs: list[TrackedOutput], config: Mapping[str, Any], workspace: Path, dry_run: bool
+) -> list[TrackedOutput]:
+    """Archive ``outs`` (see :func:`archive`)."""
     # DVC stores a level's whole directory: stale files in it would be archived as its data.
     stale = stale_outputs(config, workspace)
     blocked = [
@@ -525,18 +620,49 @@ def pull(
         if o.level in {"manifest", "provenance", "platemap"} and o.path in recorded
     ]
     targets = list(dict.fromkeys([*always, *paths]))
-    # The remotes the targets come from (all of them when a target is no tracked output).
-    wanted = [t.rstrip("/") for t in targets]
-    sources = {
-        o.remote
-        for o in tracked_outputs(config, workspace)
-        for t in wanted
-        if o.path == t or t.startswith(f"{o.path}/") or o.path.startswith(f"{t}/")
+    # The outputs the targets name, and so the remotes they come from (all of them when a
+    # target is no tracked output).
+    matched = {
+        t: [
+            o
+            for o in tracked_outputs(config, workspace)
+            if o.path == t.rstrip("/")
+            or t.startswith(f"{o.path}/")
+            or o.path.startswith(f"{t.rstrip('/')}/")
+        ]
+        for t in targets
     }
-    check_directory_remotes(config, workspace, roles=sources or None)
-    _dvc(workspace, "pull", *targets)
-    restore_mtimes(workspace, targets)
+    found = _workspace_refusals(config, [o for outs in matched.values() for o in outs])
+    refused = {r.path for r in found}
+    targets = [t for t in targets if not any(o.path in refused for o in matched[t])]
+    sources = {o.remote for t in targets for o in matched[t]}
+    if targets:
+        check_directory_remotes(config, workspace, roles=sources or None)
+        _dvc(workspace, "pull", *targets)
+        restore_mtimes(workspace, targets)
+    if found:
+        pulled = "".join(f"\n  - {t}" for t in targets) or " none"
+        raise StewardshipError(refusal_text("pull", found) + f"\nthe others pulled:{pulled}")
     return targets
+
+
+def _workspace_refusals(config: Mapping[str, Any], outs: Sequence[TrackedOutput]) -> list[Refusal]:
+    """Outputs the workspace (``storage.workspace_solution``) may not hold: a public
+    workspace holds public data only."""
+    place = config["storage"]["workspace_solution"]
+    readers = solutions(config)[place]["access"]
+    return [
+        Refusal(
+            o.path,
+            o.level,
+            o.plate,
+            "workspace",
+            place,
+            f"access {o.access} in a {readers} workspace: only public data may be there",
+        )
+        for o in outs
+        if not allowed_on(o.access, readers)
+    ]
 
 
 def clean_stale(
@@ -631,6 +757,11 @@ def retire(
             f"longer makes: {', '.join(held) or 'none'}"
         )
     present = [o for o in outs if _present(workspace, o)]
+    found = access_refusals(config, present) + size_refusals(
+        config, present, workspace, tracked=tracked, locked=locked_outputs(workspace)
+    )
+    if found:  # a retirement keeps the data on its remotes only: all of it, or nothing
+        raise StewardshipError(refusal_text(f"retire {version}: nothing removed", found))
     if dry_run:
         for out in present:
             log.info("would retire %s (verified on remote %s first)", out.path, out.remote)

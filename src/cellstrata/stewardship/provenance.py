@@ -33,6 +33,7 @@ from cellstrata.levels import (
     RULE_LEVELS,
     retention_of,
 )
+from cellstrata.stewardship.origin import origin_record
 from cellstrata.workflow.failpoint import failpoint
 from cellstrata.workflow.logs import logged
 
@@ -129,11 +130,14 @@ def job_record(
     end: str,
     experiment: str | None = None,
     plate: Mapping[str, str] | None = None,
+    origin: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to say what made a job's outputs (see the module docstring).
 
     ``experiment`` and ``plate`` (:func:`cellstrata.config.plate_definition`) say which
-    experiment and which plate definition made them (experiment-level jobs have no plate).
+    experiment and which plate definition made them (experiment-level jobs have no plate);
+    ``origin`` whose data they are and who may see them
+    (:func:`cellstrata.stewardship.origin.origin_record`).
     """
     return {
         "rule": rule,
@@ -141,6 +145,7 @@ def job_record(
         "retention": retention,
         "experiment": experiment,
         "plate": dict(plate) if plate else None,
+        "origin": json.loads(json.dumps(origin)) if origin else None,
         "wildcards": dict(wildcards),
         "inputs": describe_files(inputs),
         "outputs": describe_files(outputs),
@@ -184,6 +189,8 @@ def recorded_job(smk: Any, inputs: Sequence[str] | None = None) -> Iterator[logg
             end=_now(),
             experiment=smk.config["experiment"],
             plate=plate_definition(smk.config, plate) if plate else None,
+            # From the config, not a rule parameter: who may see a plate changes no output.
+            origin=origin_record(smk.config, plate),
         )
         write_record(record_path, record)
         logger.info("provenance record %s", record_path)

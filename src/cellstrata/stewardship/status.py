@@ -19,6 +19,7 @@ from cellstrata.stewardship.dvc import (
     remote_has,
 )
 from cellstrata.stewardship.provenance import read_records
+from cellstrata.stewardship.solutions import remote_solution
 from cellstrata.stewardship.stale import stale_outputs, visible
 from cellstrata.stewardship.storage import disk_usage
 from cellstrata.stewardship.tracked import extra_versions, locked_outputs, tracked_outputs
@@ -27,7 +28,8 @@ from cellstrata.stewardship.tracked import extra_versions, locked_outputs, track
 def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.DataFrame:
     """Per plate × level (× segmentation version): where its data is, and its state.
 
-    States: ``present`` (in the workspace), ``archived`` (on the archive remote, not local),
+    ``remote`` is the remote the routing sends the level to, ``solution`` the storage
+    solution that remote is. States: ``present`` (in the workspace), ``archived`` (on the archive remote, not local),
     ``on remote`` (kept level not local but on its remote), ``deleted`` (retention delete,
     tombstones say what existed), ``not built`` (a level the config turns off, such as crops),
     ``missing`` (nowhere known).
@@ -84,6 +86,7 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
                         "files": files,
                         "bytes": size,
                         "remote": out.remote if out else None,
+                        "solution": remote_solution(config, out.remote) if out else None,
                         "on_remote": on_remote,
                         "stale_files": len(old),
                         "stale_bytes": stale_bytes,

@@ -17,14 +17,20 @@ from cellstrata.levels import (
     plate_level_versions,
     retention_of,
 )
+from cellstrata.stewardship.origin import data_access
 from cellstrata.stewardship.provenance import read_records
+from cellstrata.stewardship.routing import route
+from cellstrata.stewardship.solutions import (
+    cost,
+    human_size,
+    limit_problems,
+    remote_solution,
+    solutions,
+)
 from cellstrata.stewardship.tracked import (
     extra_versions,
     locked_outputs,
 )
-
-GB = 1e9
-TB = 1e12
 
 
 def disk_usage(path: Path) -> tuple[int, int]:
@@ -90,28 +96,39 @@ def _level_size(
     return 0, 0, "disk"
 
 
-def _cost(storage: Mapping[str, Any], action: str, size: int) -> tuple[float, float, str]:
-    """One-time cost, monthly cost and location of ``size`` bytes under a retention.
-
-    A location whose price entry has a ``limit_gb`` (a free service such as Zenodo) is flagged
-    when the data exceed it.
-    """
-    remotes, prices = storage["remotes"], storage["prices"]
+def _cost(
+    config: Mapping[str, Any], plate: str, level: str, action: str, size: int
+) -> dict[str, Any]:
+    """Where ``size`` bytes of a plate's level live under its retention and routing, the
+    solution(s) of those places, and their one-time and monthly cost (low and high ends of a
+    range); a size over a solution's per-file or per-dataset limits is flagged."""
+    table = solutions(config)
     if action == "delete":
-        return 0.0, 0.0, "deleted after use"
-    if action == "archive":
-        where = f"remote archive ({remotes['archive']['url']})"
-        kinds = [remotes["archive"]["kind"]]
+        where, places = "deleted after use", ["deleted"]
     else:
-        where = f"workspace + remote default ({remotes['default']['url']})"
-        kinds = [storage["workspace_kind"], remotes["default"]["kind"]]
-    once = sum(prices[k]["per_tb_once"] for k in kinds) * size / TB
-    monthly = sum(prices[k]["per_gb_month"] for k in kinds) * size / GB
-    for kind in kinds:
-        limit = prices[kind].get("limit_gb")
-        if limit is not None and size > limit * GB:
-            where += f"; exceeds the {kind} limit of {limit:g} GB"
-    return once, monthly, where
+        access = data_access(config, [plate], level)
+        remote = route(config, level=level, plate=plate, retention=action, access=access)
+        url = config["storage"]["remotes"][remote]["url"]
+        places = [remote_solution(config, remote)]
+        where = f"remote {remote} ({url})"
+        if action == "keep":
+            places.insert(0, config["storage"]["workspace_solution"])
+            where = f"workspace + {where}"
+    once, monthly = [0.0, 0.0], [0.0, 0.0]
+    for place in places:
+        (once_low, once_high), (month_low, month_high) = cost(table[place], size)
+        once = [once[0] + once_low, once[1] + once_high]
+        monthly = [monthly[0] + month_low, monthly[1] + month_high]
+        for problem in limit_problems(place, table[place], size=size, largest_file=0, total=0):
+            where += f"; exceeds {problem}"
+    return {
+        "where": where,
+        "solution": " + ".join(places),
+        "one_time_usd": round(once[0], 6),
+        "one_time_usd_high": round(once[1], 6),
+        "monthly_usd": round(monthly[0], 6),
+        "monthly_usd_high": round(monthly[1], 6),
+    }
 
 
 def storage_plan(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.DataFrame:
@@ -154,7 +171,6 @@ def storage_plan(config: Mapping[str, Any], workspace: str | os.PathLike = ".") 
                     if not files and source == "disk":
                         size = int(raw_bytes * storage["size_ratios"].get(level, 0.0))
                         source = "estimate (level not built)" if level == "crops" else "estimate"
-                once, monthly, where = _cost(storage, action, size)
                 rows.append(
                     {
                         "plate": name,
@@ -164,53 +180,55 @@ def storage_plan(config: Mapping[str, Any], workspace: str | os.PathLike = ".") 
                         "files": files,
                         "bytes": size,
                         "size_source": source,
-                        "where": where,
-                        "one_time_usd": round(once, 6),
-                        "monthly_usd": round(monthly, 6),
+                        **_cost(config, name, level, action, size),
                     }
                 )
     return pd.DataFrame(rows)
 
 
+#: The plan's cost columns: low ends, and the high ends of ranges.
+COSTS = ("one_time_usd", "one_time_usd_high", "monthly_usd", "monthly_usd_high")
+
+
 def project(plan: pd.DataFrame, n_plates: int) -> pd.DataFrame:
     """Scale the per-plate mean of each level to ``n_plates`` plates."""
-    per_plate = plan.groupby("level", sort=False)[
-        ["files", "bytes", "one_time_usd", "monthly_usd"]
-    ].mean()
+    per_plate = plan.groupby("level", sort=False)[["files", "bytes", *COSTS]].mean()
     projected = (per_plate * n_plates).round(2)
-    projected.insert(0, "retention", plan.groupby("level", sort=False)["retention"].first())
+    first = plan.groupby("level", sort=False)[["retention", "solution"]].first()
+    projected.insert(0, "solution", first["solution"])
+    projected.insert(0, "retention", first["retention"])
     return projected.reset_index()
 
 
+def usd_range(low: float, high: float) -> str:
+    """``$12.00``, or ``$12.00-$24.00`` for a range."""
+    return f"${low:.2f}" if round(high - low, 2) == 0 else f"${low:.2f}-${high:.2f}"
+
+
+def _totals(frame: pd.DataFrame) -> str:
+    once = usd_range(frame["one_time_usd"].sum(), frame["one_time_usd_high"].sum())
+    monthly = usd_range(frame["monthly_usd"].sum(), frame["monthly_usd_high"].sum())
+    return f"one-time {once}, monthly {monthly}"
+
+
+def _shown(frame: pd.DataFrame) -> pd.DataFrame:
+    """A plan or projection as printed: sizes in units, each cost as one (range) column."""
+    return frame.assign(
+        size=frame["bytes"].map(human_size),
+        one_time=[usd_range(a, b) for a, b in zip(frame[COSTS[0]], frame[COSTS[1]], strict=True)],
+        monthly=[usd_range(a, b) for a, b in zip(frame[COSTS[2]], frame[COSTS[3]], strict=True)],
+    ).drop(columns=["bytes", *COSTS])
+
+
 def format_plan(plan: pd.DataFrame, projection: pd.DataFrame | None = None) -> str:
-    """The plan as a terminal table with totals (and the projection when given)."""
-    table = plan.assign(size=plan["bytes"].map(human_size)).drop(columns="bytes")
-    lines = [table.to_string(index=False), ""]
+    """The plan as a terminal table with totals (and the projection when given); a cost
+    range (the playbook's "$0.02-0.04/GB-month") shows both ends."""
+    lines = [_shown(plan).to_string(index=False), ""]
     lines.append(
         f"total: {human_size(plan['bytes'].sum())} kept or archived: "
-        f"{human_size(plan.loc[plan['retention'] != 'delete', 'bytes'].sum())}; "
-        f"one-time ${plan['one_time_usd'].sum():.2f}, monthly ${plan['monthly_usd'].sum():.2f}"
+        f"{human_size(plan.loc[plan['retention'] != 'delete', 'bytes'].sum())}; " + _totals(plan)
     )
     if projection is not None:
-        n = "projection"
-        lines += [
-            "",
-            f"{n}:",
-            projection.assign(size=projection["bytes"].map(human_size))
-            .drop(columns="bytes")
-            .to_string(index=False),
-        ]
-        lines.append(
-            f"projected one-time ${projection['one_time_usd'].sum():.2f}, monthly "
-            f"${projection['monthly_usd'].sum():.2f}"
-        )
+        lines += ["", "projection:", _shown(projection).to_string(index=False)]
+        lines.append(f"projected {_totals(projection)}")
     return "\n".join(lines)
-
-
-def human_size(size: float) -> str:
-    """Bytes as a short decimal figure, e.g. ``12.3 MB``."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(size) < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")

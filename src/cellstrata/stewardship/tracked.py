@@ -27,9 +27,9 @@ from cellstrata.levels import (
     retention_of,
 )
 from cellstrata.segment.versions import experiment_versions
+from cellstrata.stewardship.origin import data_access
 from cellstrata.stewardship.provenance import read_records
-
-REMOTE_FOR = {"keep": "default", "archive": "archive"}
+from cellstrata.stewardship.routing import route
 
 
 class StewardshipError(RuntimeError):
@@ -39,18 +39,18 @@ class StewardshipError(RuntimeError):
 @dataclass(frozen=True)
 class TrackedOutput:
     """One DVC output: a plate's level (or its provenance, raw images, platemap), or a
-    version's experiment-level outputs (``plate`` None)."""
+    version's experiment-level outputs (``plate`` None); the plates its data come from, their
+    strictest access over their whole schedules, and the remote the routing sends it to."""
 
     stage: str
     path: str
     level: str
     plate: str | None
     retention: str
-    version: str | None = None
-
-    @property
-    def remote(self) -> str:
-        return REMOTE_FOR[self.retention]
+    version: str | None
+    plates: tuple[str, ...]
+    access: str
+    remote: str
 
 
 def _inside(path: str | os.PathLike, workspace: Path) -> str | None:
@@ -150,21 +150,35 @@ def tracked_outputs(
     retention = config["retention"]
     if extra is None:
         extra = extra_versions(config, workspace)
+    every = tuple(p["name"] for p in config["plates"])
     outputs: list[TrackedOutput] = []
-    platemaps: dict[str, None] = {}
+
+    def track(
+        stage: str,
+        path: str,
+        level: str,
+        plate: str | None,
+        action: str,
+        version: str | None = None,
+        plates: tuple[str, ...] = every,
+    ) -> None:
+        plates = (plate,) if plate is not None else plates
+        access = data_access(config, plates, level)
+        remote = route(config, level=level, plate=plate, retention=action, access=access)
+        outputs.append(
+            TrackedOutput(stage, path, level, plate, action, version, plates, access, remote)
+        )
+
+    platemaps: dict[str, list[str]] = {}
     for plate in config["plates"]:
         name = plate["name"]
         # A CellProfiler plate's raw data is the CellProfiler output it was given.
         raw = _inside(plate.get("images") or plate["cellprofiler"], workspace)
         if raw is not None:
-            outputs.append(
-                TrackedOutput(
-                    _stage_name("raw", name), raw, "raw", name, retention_of(retention, "raw", name)
-                )
-            )
+            track(_stage_name("raw", name), raw, "raw", name, retention_of(retention, "raw", name))
         platemap = _inside(plate["platemap"], workspace)
         if platemap is not None:
-            platemaps.setdefault(platemap)
+            platemaps.setdefault(platemap, []).append(name)
         for level in LEVEL_PATHS:
             action = retention_of(retention, level, name)
             if action == "delete":
@@ -172,35 +186,24 @@ def tracked_outputs(
             versions = plate_level_versions(config, name, level) + extra.get((name, level), [])
             for version in versions:
                 stage = _stage_name(level, *([version] if version else []), name)
-                path = level_path(level, name, version)
-                outputs.append(TrackedOutput(stage, path, level, name, action, version))
-        outputs.append(
-            TrackedOutput(
-                _stage_name("provenance", name),
-                PROVENANCE_PATH.format(plate=name),
-                "provenance",
-                name,
-                "keep",
-            )
+                track(stage, level_path(level, name, version), level, name, action, version)
+        track(
+            _stage_name("provenance", name),
+            PROVENANCE_PATH.format(plate=name),
+            "provenance",
+            name,
+            "keep",
         )
     for version in experiment_versions(config) + extra.get(EXPERIMENT_LEVEL, []):
         action = retention_of(retention, "profiles")
         path = EXPERIMENT_PATH.format(version=version)
-        stage = _stage_name("experiment", version)
-        outputs.append(TrackedOutput(stage, path, "profiles", None, action, version))
-    outputs.append(
-        TrackedOutput(
-            "provenance_experiment", EXPERIMENT_PROVENANCE_PATH, "provenance", None, "keep"
-        )
-    )
+        track(_stage_name("experiment", version), path, "profiles", None, action, version)
+    track("provenance_experiment", EXPERIMENT_PROVENANCE_PATH, "provenance", None, "keep")
     if Path(workspace, RETIRED_PATH).is_dir():
-        outputs.append(
-            TrackedOutput("provenance_retired", RETIRED_PATH, "provenance", None, "keep")
-        )
-    for index, path in enumerate(platemaps):
-        outputs.append(
-            TrackedOutput(_stage_name("platemap", str(index + 1)), path, "platemap", None, "keep")
-        )
+        track("provenance_retired", RETIRED_PATH, "provenance", None, "keep")
+    for index, (path, users) in enumerate(platemaps.items()):
+        stage = _stage_name("platemap", str(index + 1))
+        track(stage, path, "platemap", None, "keep", plates=tuple(users))
     return outputs
 
 

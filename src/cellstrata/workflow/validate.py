@@ -7,6 +7,7 @@ The top floor of the package: it imports the level modules, and nothing below im
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import importlib.util
 import os
@@ -21,6 +22,7 @@ from cellstrata.config import (
     channel_names,
     embedding_enabled,
     is_cellprofiler_plate,
+    schema_default,
 )
 from cellstrata.levels import (
     LEVELS,
@@ -31,6 +33,8 @@ from cellstrata.segment.params import CellposeOptions, check_cellpose_options
 from cellstrata.segment.versions import _segmentation_params, _version_tag
 from cellstrata.singlecell.embed import check_embedding_config
 from cellstrata.singlecell.features import feature_columns
+from cellstrata.stewardship.origin import check_origin, plate_origin
+from cellstrata.stewardship.solutions import check_solutions
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -46,14 +50,53 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     dict
         The validated configuration with defaults filled in.
     """
+    with open(path) as handle:
+        config = yaml.safe_load(handle) or {}
+    validate_config(config)
+    return config
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    """Refuse the storage keys of earlier versions (saying how to convert them), read YAML
+    dates as text, fill the schema's defaults, validate, then :func:`check_config`."""
     # Imported here so that the light modules of the package do not pull in Snakemake.
     from snakemake.utils import validate
 
-    with open(path) as handle:
-        config = yaml.safe_load(handle) or {}
+    _refuse_old_storage(config.get("storage") or {})
+    # An unquoted YAML date (embargo_until: 2027-06-01) is a date object, not the schema's
+    # string.
+    for origin in [config.get("origin"), *(p.get("origin") for p in config.get("plates", []))]:
+        if isinstance(origin, dict) and isinstance(origin.get("embargo_until"), datetime.date):
+            origin["embargo_until"] = origin["embargo_until"].isoformat()
     validate(config, str(SCHEMA_PATH))
     check_config(config)
-    return config
+
+
+def _refuse_old_storage(storage: dict[str, Any]) -> None:
+    """``storage.prices``, a remote's ``kind`` and ``workspace_kind`` became the solutions
+    table, a remote's ``solution`` and ``workspace_solution``: say how to convert."""
+    if "prices" in storage:
+        entries = "; ".join(
+            f"{name}: {{{', '.join(f'{k}: {v}' for k, v in (entry or {}).items())}}}"
+            for name, entry in storage["prices"].items()
+        )
+        raise ConfigError(
+            "storage.prices is now storage.solutions (the storage-solutions table; its "
+            "defaults already hold the playbook's prices): move each entry there under the "
+            "same name, with limit_gb renamed limit_gb_dataset, or delete the block to use the "
+            f"defaults. Yours: {entries}"
+        )
+    if "workspace_kind" in storage:
+        raise ConfigError(
+            "storage.workspace_kind is now storage.workspace_solution: rename the key "
+            f"(workspace_solution: {storage['workspace_kind']})"
+        )
+    for name, remote in (storage.get("remotes") or {}).items():
+        if isinstance(remote, dict) and "kind" in remote:
+            raise ConfigError(
+                f"storage.remotes.{name}.kind is now storage.remotes.{name}.solution (a "
+                f"storage.solutions entry, same names): write solution: {remote['kind']}"
+            )
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -126,7 +169,9 @@ def check_config(config: dict[str, Any]) -> None:
                     f"{level} to keep or archive instead"
                 )
     _check_cellprofiler(config.get("cellprofiler", {}))
+    check_solutions(config)
     _check_remote_plugins(config.get("storage", {}).get("remotes", {}))
+    _check_origins(config, plates)
     illumination = config["illumination"]
     if illumination["filter_size"] is not None and illumination["object_size"] is not None:
         raise ConfigError("illumination: give filter_size or object_size, not both")
@@ -202,6 +247,29 @@ def _check_remote_plugins(remotes: dict[str, Any]) -> None:
                 f"{where}: {scheme}:// remotes need DVC's {package} plugin, which is not "
                 f"installed; run `pip install {package}` in the workflow's environment"
             )
+
+
+def _check_origins(config: dict[str, Any], plates: list[str]) -> None:
+    """Each plate's origin (the experiment-wide one merged in) is coherent, and the routes
+    name remotes and plates of this config."""
+    check_origin("origin", {**schema_default("origin"), **config["origin"]})
+    for plate in plates:
+        check_origin(f"plates[{plate}].origin", plate_origin(config, plate))
+    remotes = config["storage"]["remotes"]
+    for index, entry in enumerate(config["storage"]["routes"]):
+        where = f"storage.routes[{index}]"
+        if entry["remote"] not in remotes:
+            raise ConfigError(
+                f"{where}.remote {entry['remote']!r} is not a remote of storage.remotes "
+                f"{sorted(remotes)}"
+            )
+        unknown = sorted(set(entry.get("plates", [])) - set(plates))
+        if unknown:
+            raise ConfigError(f"{where}.plates: {unknown} are not plates of this config")
+        known = [*LEVELS, "provenance", "platemap"]
+        levels = sorted(set(entry.get("levels", [])) - set(known))
+        if levels:
+            raise ConfigError(f"{where}.levels: unknown level(s) {levels}; one of {known}")
 
 
 def _check_cellprofiler(block: dict[str, Any]) -> None:
