@@ -22,7 +22,7 @@ _API = {
     "segment_site": "cellstrata.segment.batch",
     "measure_site": "cellstrata.singlecell.features",
     "plate_profiles": "cellstrata.profiles.aggregate",
-    "read_level": "cellstrata.stewardship.access",
+    "read_level": "cellstrata.stewardship.read",
 }
 __all__ = ["__version__", *_API]
 __getattr__, __dir__ = lazy_exports(__name__, _API)

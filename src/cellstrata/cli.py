@@ -20,6 +20,18 @@ WORKSPACE_ARG_HELP = (
 )
 
 
+TODAY_HELP = "the day whose access counts, YYYY-MM-DD (default today; embargoes end on it)"
+
+
+def _day(text: str):
+    from cellstrata.stewardship.origin import parse_day
+
+    try:
+        return parse_day(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def find_workspace(start: Path) -> Path:
     """The workspace holding ``start``: the nearest directory at or above it with a
     ``Snakefile`` or ``.dvc`` (commands run from ``results/...`` must not report every level
@@ -108,6 +120,31 @@ def _storage_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _storage_advise(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship.advice import advise, format_advice
+
+    frame = advise(
+        _config(args), args.workspace, plates=args.plates, months=args.months, day=args.today
+    )
+    if args.json or args.csv:
+        _emit(frame, args, "")
+    else:
+        print(format_advice(frame, args.months))
+    return 0
+
+
+def _access(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship.access import access_report
+
+    table = access_report(_config(args), args.workspace, day=args.today)
+    _emit(table, args, table.drop(columns="path").to_string(index=False))
+    violations = table[table["violation"] != ""]
+    if len(violations):
+        print(f"{len(violations)} violation(s): see the violation column", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _dvc_setup(args: argparse.Namespace) -> int:
     from cellstrata.stewardship.dvc import (
         check_directory_remotes,
@@ -130,7 +167,14 @@ def _dvc_setup(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from cellstrata.stewardship.dvc import push
 
-    report = push(_config(args), args.workspace)
+    report = push(
+        _config(args),
+        args.workspace,
+        remote=args.to,
+        plates=args.plates,
+        levels=args.levels,
+        day=args.today,
+    )
     where = f" to remote {', '.join(report['remotes'])}" if report["remotes"] else ""
     print(f"pushed and verified {len(report['verified'])} object(s){where}")
     return 0
@@ -290,10 +334,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for name, func, text in (
         ("status", _status, "per plate x level: present, on a remote, archived, deleted, missing"),
+        (
+            "access",
+            _access,
+            "per plate x level: origin, access today, embargo, where it is, where it may go, "
+            "violations (exit 1 when any)",
+        ),
     ):
         sub = command(name, func, text)
         sub.add_argument("--json", action="store_true")
         sub.add_argument("--csv", action="store_true")
+        if name == "access":
+            sub.add_argument("--today", type=_day, help=TODAY_HELP)
 
     storage = commands.add_parser("storage", help="storage planning")
     storage_commands = storage.add_subparsers(dest="storage_command", required=True)
@@ -304,6 +356,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan.add_argument("--json", action="store_true")
     plan.add_argument("--csv", action="store_true")
     plan.set_defaults(func=_storage_plan)
+    advise = storage_commands.add_parser(
+        "advise",
+        help="per plate x level: the solutions meeting its needs, access and limits, cheapest "
+        "first, and why each other is excluded",
+    )
+    advise.add_argument("--config", help=f"workflow config (default: {WORKSPACE_HELP})")
+    advise.add_argument("--workspace", help=WORKSPACE_ARG_HELP)
+    advise.add_argument("--plates", type=int, help="advise for this many plates (per level)")
+    advise.add_argument("--months", type=int, default=36, help="cost horizon (default 36)")
+    advise.add_argument("--today", type=_day, help=TODAY_HELP)
+    advise.add_argument("--json", action="store_true")
+    advise.add_argument("--csv", action="store_true")
+    advise.set_defaults(func=_storage_advise)
 
     dvc = commands.add_parser("dvc", help="DVC set-up")
     dvc_commands = dvc.add_subparsers(dest="dvc_command", required=True)
@@ -331,7 +396,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     install.set_defaults(func=_profile_install)
 
-    command("push", _push, "dvc commit + push kept levels, verify every object")
+    push = command(
+        "push",
+        _push,
+        "dvc commit + push kept levels to the remotes the routing gives them, verify every "
+        "object; with --to, an explicit move of chosen plates and levels to a remote",
+    )
+    push.add_argument("--to", help="also copy the outputs to this remote (explicit move)")
+    push.add_argument("--plates", nargs="+", help="only these plates")
+    push.add_argument("--levels", nargs="+", help="only these levels")
+    push.add_argument("--today", type=_day, help=TODAY_HELP + " (with --to)")
     archive = command("archive", _archive, "push archived levels, verify them, remove locally")
     archive.add_argument("--dry-run", action="store_true")
     pull = command("pull", _pull, "dvc pull outputs (with provenance) and restore their order")

@@ -1,89 +1,89 @@
-"""Reading a level of a plate from a workspace, for notebooks: tables as DataFrames, image
-levels as their files. The paths come from the level declarations
-(:func:`cellstrata.config.level_path`)."""
+"""``cellstrata access``: per plate and level, whose data it is, who may see it today, where it
+is, where it may go, and any violation found in what is already on a remote (a config edited
+after a push, a remote whose access was widened)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from cellstrata.levels import LEVEL_PATHS, VERSIONED_LEVELS, level_path
+from cellstrata.stewardship.dvc import remote_has
+from cellstrata.stewardship.origin import allowed_on, data_access, embargo_note, plate_origin
+from cellstrata.stewardship.routing import access_refusals
+from cellstrata.stewardship.solutions import remote_access, remote_solution
+from cellstrata.stewardship.tracked import locked_outputs, tracked_outputs
 
-#: Levels stored as Parquet tables (the rest are images, masks or crop stores).
-TABLE_LEVELS = ("manifest", "qc", "embeddings", "features", "profiles")
-
-
-def _only_version(workspace: Path, level: str, plate: str) -> str:
-    """The one version of ``level`` the workspace holds for ``plate``."""
-    found = sorted(p.parent.name for p in workspace.glob(level_path(level, plate, "*")))
-    if len(found) != 1:
-        held = f"versions {found}" if found else "no version"
-        raise ValueError(f"{workspace} holds {held} of the {level} of plate {plate}: pass version=")
-    return found[0]
+#: Origin keys the report shows, joined over the plates of an output made from several.
+ORIGIN_KEYS = ("source", "holder", "license", "agreement")
 
 
-def read_level(
-    workspace: str | os.PathLike,
-    level: str,
-    plate: str,
-    version: str | None = None,
-    *,
-    table: str = "normalized",
-) -> pd.DataFrame | list[Path]:
-    """Read one level of one plate from a workspace.
+def _joined(values: list[Any]) -> str | None:
+    found = list(dict.fromkeys(str(v) for v in values if v is not None))
+    return ", ".join(found) or None
 
-    Parameters
-    ----------
-    workspace : str or os.PathLike
-        The workspace directory (the one holding ``results/``).
-    level : str
-        A level of :data:`cellstrata.config.LEVEL_PATHS`: ``manifest``, ``qc``,
-        ``illumination``, ``corrected``, ``masks``, ``crops``, ``embeddings``, ``features`` or
-        ``profiles``.
-    plate : str
-        Plate name.
-    version : str, optional
-        Segmentation version of a versioned level (masks, crops, embeddings, features,
-        profiles); default the only one the workspace holds for the plate.
-    table : str, default "normalized"
-        For ``profiles``: which per-plate table (``aggregated``, ``annotated``, ``normalized``,
-        ``feature_selected``, or a report: ``cell_qc``, ``nonfinite``, ``platemap``,
-        ``normalization``).
 
-    Returns
-    -------
-    pandas.DataFrame or list of pathlib.Path
-        A table level as one DataFrame (the batches of features and embeddings stacked in
-        file order); an image level as the sorted paths of its files (TIFFs, crop stores).
+def access_report(
+    config: Mapping[str, Any], workspace: str | os.PathLike = ".", *, day: date | None = None
+) -> pd.DataFrame:
+    """One row per tracked output (a plate's level, an experiment table, provenance,
+    platemaps): origin, access on ``day`` (default today), embargo, retention, the remote the
+    routing sends it to and its solution, where it is, the remotes it may go to, and the
+    violations found.
 
-    Raises
-    ------
-    ValueError
-        An unknown level, a version for an unversioned level, or no ``version`` when the
-        workspace holds none or several.
-    FileNotFoundError
-        The level is not in the workspace (not made yet, deleted by retention, or archived:
-        ``cellstrata pull`` brings an archived one back).
+    Violations: the routing sends it to a remote its access forbids (push and ``dvc setup``
+    refuse that), or a remote its access forbids holds it already (its ``dvc.lock`` hash is
+    there). Only those remotes are asked, so the report reads no remote the data may be on.
     """
-    if level not in LEVEL_PATHS:
-        raise ValueError(f"unknown level {level!r}; one of {list(LEVEL_PATHS)}")
-    root = Path(workspace)
-    if level not in VERSIONED_LEVELS and version is not None:
-        raise ValueError(f"the {level} level has no versions (version={version!r})")
-    if level in VERSIONED_LEVELS and version is None:
-        version = _only_version(root, level, plate)
-    path = root / level_path(level, plate, version)
-    if level == "profiles":
-        path = path / f"{plate}_{table}.parquet"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: the {level} of plate {plate} is not in {root}")
-    if path.is_file():
-        return pd.read_parquet(path)
-    # Hidden files are bookkeeping (Snakemake's .snakemake_timestamp in directory outputs).
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-    if level in TABLE_LEVELS:
-        tables = [pd.read_parquet(p) for p in files if p.suffix == ".parquet"]
-        return pd.concat(tables, ignore_index=True)
-    return files
+    workspace = Path(workspace)
+    day = day or date.today()
+    remotes = list(config["storage"]["remotes"])
+    locked = locked_outputs(workspace)
+    outs = tracked_outputs(config, workspace)
+    routed = {r.path: r for r in access_refusals(config, outs)}
+    rows = []
+    for out in outs:
+        origins = [plate_origin(config, p) for p in out.plates]
+        access = data_access(config, out.plates, out.level, day)
+        may_go = [r for r in remotes if allowed_on(access, remote_access(config, r))]
+        oid = locked.get(out.path, {}).get("md5")
+        where = []
+        if (workspace / out.path).exists():
+            where.append("workspace")
+        violations = []
+        if out.path in routed:
+            violations.append(f"routing: {routed[out.path].rule} (storage.routes)")
+        for remote in remotes if oid else []:
+            allowed = remote in may_go
+            if allowed and remote != out.remote:
+                continue
+            held = remote_has(workspace, remote, oid)
+            if held:
+                where.append(f"remote {remote}")
+                if not allowed:
+                    violations.append(
+                        f"on remote {remote} ({remote_access(config, remote)}, solution "
+                        f"{remote_solution(config, remote)}) but access {access}"
+                    )
+        rows.append(
+            {
+                "plate": out.plate or "all",
+                "level": out.level,
+                "version": out.version,
+                "path": out.path,
+                **{key: _joined([o.get(key) for o in origins]) for key in ORIGIN_KEYS},
+                "access": access,
+                "embargo": _joined([embargo_note(o, day) or None for o in origins]),
+                "retention": out.retention,
+                "remote": out.remote,
+                "solution": remote_solution(config, out.remote),
+                "where": ", ".join(where) or "nowhere yet",
+                "may_go": ", ".join(may_go),
+                "violation": "; ".join(violations),
+            }
+        )
+    return pd.DataFrame(rows)

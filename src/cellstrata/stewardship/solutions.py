@@ -109,9 +109,9 @@ def limit_problems(
     largest_file: float,
     total: float,
 ) -> list[str]:
-    """What of a dataset of ``size`` bytes (largest file ``largest_file``) breaks the
-    solution's limits, ``total`` bytes being all this workspace puts there, e.g.
-    ``figshare: 20 GB total < 1.4 TB``."""
+    """What of a dataset of ``size`` bytes (largest file ``largest_file``) breaks the limits of
+    solution ``name``, ``total`` bytes being all this workspace puts there, e.g.
+    ``figshare: 20.0 GB total < 1.4 TB``."""
     problems = []
     for key, words in LIMITS.items():
         limit = solution.get(key)
@@ -127,7 +127,7 @@ def limit_problems(
 
 
 def need_problems(name: str, solution: Mapping[str, Any], need: Mapping[str, Any]) -> list[str]:
-    """What a level needs (speed, longevity, version control) that a solution lacks."""
+    """What a level needs (speed, longevity, version control) that solution ``name`` lacks."""
     problems = []
     if need.get("speed") == "instant" and solution["speed"] != "instant":
         problems.append(f"{name}: {solution['speed']} speed, level used in place (instant)")
@@ -137,7 +137,7 @@ def need_problems(name: str, solution: Mapping[str, Any], need: Mapping[str, Any
     if need.get("version_control") and not (
         solution.get("version_control") or solution.get("dvc_remote")
     ):
-        problems.append(f"{name}: no version control (neither its own nor DVC's)")
+        problems.append(f"{name}: no version control (neither its own nor through DVC)")
     return problems
 
 

@@ -29,10 +29,10 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
     """Per plate × level (× segmentation version): where its data is, and its state.
 
     ``remote`` is the remote the routing sends the level to, ``solution`` the storage
-    solution that remote is. States: ``present`` (in the workspace), ``archived`` (on the archive remote, not local),
-    ``on remote`` (kept level not local but on its remote), ``deleted`` (retention delete,
-    tombstones say what existed), ``not built`` (a level the config turns off, such as crops),
-    ``missing`` (nowhere known).
+    solution that remote is. States: ``present`` (in the workspace), ``archived`` (on the
+    archive remote, not local), ``on remote`` (kept level not local but on its remote),
+    ``deleted`` (retention delete, tombstones say what existed), ``not built`` (a level the
+    config turns off, such as crops), ``missing`` (nowhere known).
     """
     workspace = Path(workspace)
     records = read_records(workspace / "results")
