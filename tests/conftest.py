@@ -168,6 +168,19 @@ def main_version(config: dict) -> str:
     return next(iter(segmentation_versions(config)))
 
 
+def config_with(tmp_path: Path, edit=None) -> dict:
+    """The repository's example config changed by ``edit`` (a function of the raw YAML dict),
+    written to ``tmp_path`` and loaded (validated, defaults filled)."""
+    from cellstrata.workflow.validate import load_config
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    if edit is not None:
+        edit(config)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return load_config(path)
+
+
 def example_config(example: Path, **overrides) -> dict:
     """The repository's example config pointed at ``example``, with overrides merged."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())

@@ -356,7 +356,7 @@ def test_s3_faults_fail_loudly_keep_local_data_and_recover(base_run, s3, tmp_pat
         tmp_path / "lab",
         storage={
             "remotes": {
-                "default": {"url": f"s3://{BUCKET}/lab", "kind": "cloud", "endpointurl": s3},
+                "default": {"url": f"s3://{BUCKET}/lab", "solution": "cloud", "endpointurl": s3},
                 "archive": {"url": str(tmp_path / "archive-remote")},
             }
         },

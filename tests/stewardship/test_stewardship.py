@@ -126,8 +126,8 @@ def lab(tmp_path_factory, s3):
     }
     config["storage"] = {
         "remotes": {
-            "default": {"url": str(root / "lab-server"), "kind": "local_disk"},
-            "archive": {"url": f"s3://{BUCKET}/cellstrata", "kind": "cloud", "endpointurl": s3},
+            "default": {"url": str(root / "lab-server"), "solution": "local_disk"},
+            "archive": {"url": f"s3://{BUCKET}/cellstrata", "solution": "cloud", "endpointurl": s3},
         }
     }
     (lab / "config").mkdir()
@@ -335,10 +335,10 @@ def test_storage_plan_before_any_run(small_example, tmp_path, capsys):
 
 def test_zenodo_limit_is_flagged(tmp_path):
     config = load_config(REPO / "config/config.yaml")
-    config["storage"]["remotes"]["default"]["kind"] = "zenodo"
+    config["storage"]["remotes"]["default"]["solution"] = "zenodo"
     from cellstrata.stewardship.storage import _cost
 
-    _, monthly, where = _cost(config["storage"], "keep", 60 * 10**9)
-    assert "exceeds the zenodo limit of 50 GB" in where
-    _, _, where = _cost(config["storage"], "keep", 10 * 10**9)
-    assert "exceeds" not in where
+    cost = _cost(config, "SYN01", "profiles", "keep", 60 * 10**9)
+    assert "exceeds zenodo: 50.0 GB per dataset < 60.0 GB" in cost["where"]
+    assert cost["solution"] == "local_disk + zenodo"
+    assert "exceeds" not in _cost(config, "SYN01", "profiles", "keep", 10 * 10**9)["where"]
