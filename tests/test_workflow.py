@@ -218,6 +218,21 @@ def test_summary(example_run, version):
     assert rows["nonfinite.parquet"].endswith(" features")
 
 
+def test_records_carry_the_origin(example_run):
+    from cellstrata.stewardship.provenance import read_records
+
+    records = read_records(example_run / "results")
+    plate = next(r for r in records if r["rule"] == "segment")
+    # The example's experiment-wide origin (the run's config gives SYN01 no origin of its own).
+    assert plate["origin"]["holder"] == "Example Lab" and plate["origin"]["access"] == "lab"
+    assert plate["origin"]["license"] == "CC-BY-4.0"
+    experiment = next(r for r in records if r["rule"] == "experiment")
+    assert set(experiment["origin"]["plates"]) == {"SYN01"}
+    assert experiment["origin"]["access"] == "lab"
+    # Origin is no rule parameter: who may see a plate never recomputes it.
+    assert "origin" not in json.dumps(plate["params"])
+
+
 def test_second_run_has_nothing_to_do(example_run, small_example):
     result = subprocess.run(
         [
