@@ -12,6 +12,7 @@ import io
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, main_version
@@ -104,9 +105,11 @@ def _lab(tmp_path: Path, endpoint: str, edit) -> tuple[Path, dict, str]:
         for level in LEVELS:
             path = lab / level_path(level, plate, None if level == "manifest" else version)
             content = f"{level} of {plate}".encode()
-            if path.suffix:
+            if level == "manifest":  # read by storage plans and advice: a real one
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(content)
+                pd.DataFrame({"plate": [plate], "bytes": [len(f"image of {plate}")]}).to_parquet(
+                    path
+                )
             else:
                 path.mkdir(parents=True)
                 (path / "A01.parquet").write_bytes(content)
@@ -178,22 +181,63 @@ def test_each_plate_goes_where_it_belongs(tmp_path, s3):
         theirs = _level_md5s(lab, level_path(level, "SYN02", version_of))
         assert mine <= public and not mine & private, level
         assert theirs <= private and not theirs & public, level
-    # Case 17.4 in a real push: the experiment table mixes both plates: restricted.
+
+
+def _public_and_partner(config: dict) -> None:
+    """SYN01 public, SYN02 a partner's restricted plate; public data to the bucket, the
+    rest to the private directory remote."""
+    config["plates"][0]["origin"] = {"access": "public", "license": "CC-BY-4.0"}
+    _restricted_partner(config)
+    config["storage"]["routes"] = [
+        {"access": ["public"], "remote": "public"},
+        {"remote": "private"},
+    ]
+
+
+@pytest.mark.case("17.4", "an experiment mixing a public and a restricted plate is restricted")
+def test_experiment_of_a_public_and_a_restricted_plate_is_restricted(tmp_path, s3):
+    lab, _, version = _lab(tmp_path, s3, _public_and_partner)
+    assert _cellstrata(lab, "dvc", "setup", "--create-remotes")[0] == 0
+    assert _cellstrata(lab, "push")[0] == 0
+    public, private = _bucket_md5s(s3, tmp_path.name), _dir_md5s(tmp_path / "remotes/private")
     table = _level_md5s(lab, EXPERIMENT_PATH.format(version=version))
     assert table <= private and not table & public
+    assert _level_md5s(lab, level_path("profiles", "SYN01", version)) <= public
     code, said = _cellstrata(lab, "access", "--json")
     assert code == 0, said  # no violation
     rows = {(r["plate"], r["level"]): r for r in json.loads(said)}
     assert rows[("all", "profiles")]["access"] == "restricted"
-    assert rows[("SYN02", "masks")]["where"] == "workspace, remote private"
+    assert rows[("all", "profiles")]["source"] == "own, collaborator"
+    assert rows[("SYN01", "profiles")]["access"] == "public"
 
-    # Case 17.11: someone narrows SYN01 after the push: the report finds it on the bucket.
+
+@pytest.mark.case("17.11", "the access report finds data on a remote it may no longer be on")
+def test_access_report_finds_violations(tmp_path, s3):
+    lab, _, _ = _lab(tmp_path, s3, _public_and_partner)
+    assert _cellstrata(lab, "dvc", "setup", "--create-remotes")[0] == 0
+    assert _cellstrata(lab, "push")[0] == 0
+    code, said = _cellstrata(lab, "access")
+    assert code == 0 and "workspace, remote public" in said
+    # Someone narrows SYN01 after the push: its data is on the bucket, the report says so.
     config = yaml.safe_load((lab / "config/config.yaml").read_text())
     config["plates"][0]["origin"]["access"] = "lab"
     (lab / "config/config.yaml").write_text(yaml.safe_dump(config))
+    config = load_config(lab / "config/config.yaml")
     code, said = _cellstrata(lab, "access")
-    assert code == 1 and "violation" in said
+    assert code == 1 and "violation(s)" in said
     assert "on remote public (public, solution cloud) but access lab" in said
+    # Nothing moves by the old dvc.yaml (it still names the bucket for SYN01)...
+    code, said = _cellstrata(lab, "push")
+    assert code == 1 and "dvc.yaml: public, config: private" in said
+    assert "regenerate it with `cellstrata dvc setup" in said
+    # ...then moves follow the new access (SYN01 to the private remote); the copies already on
+    # the bucket stay reported until the lab removes them there.
+    assert _cellstrata(lab, "dvc", "setup")[0] == 0
+    assert _cellstrata(lab, "push")[0] == 0
+    masks = _level_md5s(lab, level_path("masks", "SYN01", main_version(config)))
+    assert masks <= _dir_md5s(tmp_path / "remotes/private")
+    code, said = _cellstrata(lab, "access")
+    assert code == 1 and "workspace, remote private, remote public" in said
 
 
 @pytest.mark.case("17.3", "embargoed plate: refused the day before its end, moved the day after")
@@ -287,26 +331,76 @@ def test_over_limit_level_is_refused(tmp_path, s3):
     )
 
 
-@pytest.mark.case("17.7", "unknown solutions and access values are config errors")
-def test_unknown_solution_and_access_are_refused(tmp_path, capsys):
+def _validate(tmp_path: Path, edit) -> str:
+    """``cellstrata validate`` of the example config changed by ``edit``: what it says (it
+    must fail)."""
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    config["storage"]["remotes"]["partner"]["solution"] = "tape_robot"
+    edit(config)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert cellstrata_main(["validate", str(path)]) == 1
-    assert "storage.remotes.partner.solution 'tape_robot' is not a storage solution" in (
-        capsys.readouterr().err
-    )
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    config["plates"][1]["origin"]["access"] = "partners-only"
-    path.write_text(yaml.safe_dump(config))
-    assert cellstrata_main(["validate", str(path)]) == 1
-    assert "'partners-only' is not one of ['public', 'lab', 'restricted']" in (
-        capsys.readouterr().err
-    )
+    out = io.StringIO()
+    with contextlib.redirect_stderr(out):
+        assert cellstrata_main(["validate", str(path)]) == 1
+    return out.getvalue()
 
 
-@pytest.mark.case("17.8", "advice excludes public solutions for restricted data, with the reason")
+@pytest.mark.case("17.7", "a remote naming an unknown solution is a config error")
+def test_unknown_solution_is_refused(tmp_path):
+    said = _validate(
+        tmp_path, lambda c: c["storage"]["remotes"]["partner"].update(solution="tape_robot")
+    )
+    assert "storage.remotes.partner.solution 'tape_robot' is not a storage solution" in said
+
+
+@pytest.mark.case("17.8", "an unknown access value is a schema error")
+def test_unknown_access_is_refused(tmp_path):
+    said = _validate(tmp_path, lambda c: c["plates"][1]["origin"].update(access="partners-only"))
+    assert "'partners-only' is not one of ['public', 'lab', 'restricted']" in said
+
+
+@pytest.mark.case("17.9", "dvc.yaml never routes data that is not public to a public remote")
+@pytest.mark.parametrize(
+    "routes",
+    [
+        [{"remote": "public"}],
+        [{"levels": ["profiles"], "remote": "public"}, {"remote": "default"}],
+        [{"plates": ["SYN02"], "remote": "public"}, {"remote": "private"}],
+        [{"retention": ["keep"], "remote": "public"}, {"remote": "archive"}],
+        [{"access": ["lab", "restricted"], "remote": "public"}, {"remote": "default"}],
+    ],
+    ids=["everything", "profiles", "the partner's plate", "kept levels", "by access"],
+)
+def test_dvc_yaml_never_routes_private_data_to_a_public_remote(tmp_path, routes):
+    from cellstrata.stewardship.dvc import render_dvc_yaml
+    from cellstrata.stewardship.tracked import tracked_outputs
+
+    def edit(config):
+        config["plates"][0]["origin"] = {
+            "access": "lab",
+            "embargo_until": "2020-01-01",  # ended: public now, lab in its schedule
+            "after_embargo": "public",
+        }
+        config["plates"][0]["origin"]["derived_access"] = {"profiles": "public"}
+        _restricted_partner(config)
+        config["storage"]["routes"] = routes
+
+    lab, _, _ = _lab(tmp_path, "http://127.0.0.1:9", edit)  # no remote is reached
+    config = load_config(lab / "config/config.yaml")
+    stages = yaml.safe_load(render_dvc_yaml(config, "config.yaml", str(lab)))["stages"]
+    access = {o.path: o.access for o in tracked_outputs(config, lab)}
+    public = [
+        path
+        for stage in stages.values()
+        for path, out in stage["outs"][0].items()
+        if out["remote"] == "public"
+    ]
+    assert all(access[path] == "public" for path in public), public
+    # SYN01's profiles are granted public: they go there when the first route says so.
+    if routes[0] in ({"remote": "public"}, {"levels": ["profiles"], "remote": "public"}):
+        assert level_path("profiles", "SYN01", main_version(config)) in public
+
+
+@pytest.mark.case("17.10", "advice excludes public solutions for restricted data, with reasons")
 def test_advice_excludes_public_solutions_for_restricted_data(tmp_path, s3):
     lab, _, _ = _lab(tmp_path, s3, _restricted_partner)
     code, said = _cellstrata(lab, "storage", "advise", "--json", "--today", "2026-12-05")

@@ -230,6 +230,20 @@ def check_dvc_ready(workspace: str | os.PathLike, outs: Sequence[TrackedOutput])
             f"{path} has no stage(s) {absent}: it does not match the config; regenerate it "
             "with `cellstrata dvc setup --config <config>`"
         )
+    # DVC pushes where dvc.yaml says: a dvc.yaml older than the routing (a plate's access
+    # narrowed since) would send data to the remote the config no longer allows.
+    elsewhere = [
+        f"{out.path} (dvc.yaml: {named}, config: {out.remote})"
+        for out in outs
+        for named in [next(iter(stages[out.stage]["outs"][0].values())).get("remote")]
+        if named != out.remote
+    ]
+    if elsewhere:
+        raise StewardshipError(
+            f"{path} sends outputs to other remotes than the config's routing, nothing was "
+            f"sent: {'; '.join(elsewhere)}; regenerate it with `cellstrata dvc setup --config "
+            "<config>`"
+        )
 
 
 def setup_dvc(
