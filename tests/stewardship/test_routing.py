@@ -8,9 +8,9 @@ import yaml
 from conftest import config_with, main_version
 
 from cellstrata.levels import level_path
-from cellstrata.stewardship.dvc import render_dvc_yaml
+from cellstrata.stewardship.dvc import pull, render_dvc_yaml
 from cellstrata.stewardship.routing import access_refusals, route, size_refusals
-from cellstrata.stewardship.tracked import tracked_outputs
+from cellstrata.stewardship.tracked import StewardshipError, tracked_outputs
 
 
 def _by_stage(config, workspace):
@@ -107,3 +107,17 @@ def test_size_limits_count_files_datasets_and_what_the_workspace_puts_there(tmp_
     outs = tracked_outputs(config, tmp_path)
     refused = size_refusals(config, mine, tmp_path, tracked=outs)
     assert "tiny: 5.0 KB total < 6.0 KB" in [r.rule for r in refused]
+
+
+def test_pull_refuses_what_the_workspace_may_not_hold(tmp_path):
+    def public_workspace(raw):
+        raw["storage"]["workspace_solution"] = "zenodo"
+
+    config = config_with(tmp_path, public_workspace)
+    masks = level_path("masks", "SYN02", main_version(config))
+    with pytest.raises(StewardshipError) as refused:
+        pull(config, [masks], tmp_path)  # refused before DVC is asked for anything
+    text = str(refused.value)
+    assert "pull: 1 refused, nothing of them sent" in text
+    assert f"plate SYN02, level masks ({masks}) -> remote workspace (solution zenodo)" in text
+    assert "access restricted in a public workspace" in text
