@@ -20,11 +20,13 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	touch $@
 
 # torch first and exactly torch==2.13.0 (a local CPU wheel here; another spec fetches CUDA), then
-# the cellpose extra, then cellpose without its numpy<2.1 pin (see pyproject.toml).
+# the cellpose extra, then cellpose without its numpy<2.1 pin and roc-validator without its rich<14
+# pin (see pyproject.toml).
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[test,cellpose,embed]"
 	$(BIN)/python -m pip install --quiet --no-deps cellpose==3.1.1.3
+	$(BIN)/python -m pip install --quiet --no-deps roc-validator==0.13.0
 	touch $@ $(VENV)/.installed-run
 
 # Regenerated only when the generator changes, so reruns find the workflow up to date.

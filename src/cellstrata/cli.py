@@ -311,6 +311,42 @@ def _profile_install(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship.publish import publish
+    from cellstrata.stewardship.zenodo import upload_package
+
+    config = _config(args)
+    if (args.upload or args.publish) and args.target != "zenodo":
+        raise ValueError("--upload and --publish deposit to Zenodo: give --target zenodo")
+    if args.upload and Path(args.out).exists():  # an earlier, interrupted upload: resume it
+        written = []
+    else:
+        written = publish(
+            config,
+            args.workspace,
+            args.out,
+            levels=args.levels.split(","),
+            plates=args.plates,
+            version=args.version,
+            day=args.today,
+            zip_archive=args.zip,
+            target=args.target,
+            config_name=args.config,
+        )
+    for path in written:
+        print(f"wrote {path}")
+    if args.upload:
+        for result in upload_package(
+            config, args.workspace, args.out, publish=args.publish, day=args.today
+        ):
+            print(
+                f"zenodo deposit {result['id']} ({result['state']}, DOI {result['doi']}): "
+                f"uploaded {len(result['uploaded'])} file(s), {len(result['skipped'])} already "
+                "there; recorded in publications.yaml"
+            )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cellstrata`` console command."""
     parser = argparse.ArgumentParser(prog="cellstrata", description=__doc__)
@@ -460,6 +496,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     provenance = command("provenance", _provenance, "lineage of an output back to raw images")
     provenance.add_argument("path")
     provenance.add_argument("--json", action="store_true")
+    publish = command(
+        "publish",
+        _publish,
+        "write a Workflow Run RO-Crate of chosen levels and public plates (data, workflow, "
+        "provenance), checked and read back; --target checks a solution's limits",
+    )
+    publish.add_argument("--levels", required=True, help="comma-separated, e.g. profiles,features")
+    publish.add_argument("--plates", nargs="+", help="only these plates (default: all)")
+    publish.add_argument("--version", help="segmentation version (default: the config's)")
+    publish.add_argument("--out", required=True, help="directory to write (must not exist)")
+    publish.add_argument("--zip", action="store_true", help="also write OUT.zip")
+    publish.add_argument("--target", help="a solution of storage.solutions (zenodo, github, ...)")
+    publish.add_argument("--today", type=_day, help=TODAY_HELP)
+    publish.add_argument(
+        "--upload",
+        action="store_true",
+        help="with --target zenodo: deposit OUT (a draft; resumes an interrupted upload); "
+        "token from $ZENODO_TOKEN (publication.zenodo.token_env)",
+    )
+    publish.add_argument("--publish", action="store_true", help="with --upload: publish it")
 
     args = parser.parse_args(argv)
     try:
