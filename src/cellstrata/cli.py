@@ -313,11 +313,17 @@ def _profile_install(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     from cellstrata.stewardship.publish import publish
-    from cellstrata.stewardship.zenodo import upload_package
+    from cellstrata.stewardship.zenodo import (
+        token_from_environment,
+        upload_package,
+        zenodo_settings,
+    )
 
     config = _config(args)
     if (args.upload or args.publish) and args.target != "zenodo":
         raise ValueError("--upload and --publish deposit to Zenodo: give --target zenodo")
+    if args.upload:  # before anything is written
+        token_from_environment(zenodo_settings(config)["token_env"])
     if args.upload and Path(args.out).exists():  # an earlier, interrupted upload: resume it
         written = []
     else:
