@@ -337,6 +337,7 @@ def _publish(args: argparse.Namespace) -> int:
             day=args.today,
             zip_archive=args.zip,
             target=args.target,
+            by_reference=args.by_reference,
             config_name=args.config,
         )
     for path in written:
@@ -350,6 +351,23 @@ def _publish(args: argparse.Namespace) -> int:
                 f"uploaded {len(result['uploaded'])} file(s), {len(result['skipped'])} already "
                 "there; recorded in publications.yaml"
             )
+    return 0
+
+
+def _export_ome_zarr(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship.omezarr import export_ome_zarr
+
+    out = export_ome_zarr(
+        _config(args),
+        args.workspace,
+        args.out,
+        plate=args.plate,
+        levels=args.levels.split(","),
+        version=args.version,
+        day=args.today,
+        config_name=args.config,
+    )
+    print(f"wrote {out} (OME-NGFF plate)")
     return 0
 
 
@@ -516,12 +534,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     publish.add_argument("--target", help="a solution of storage.solutions (zenodo, github, ...)")
     publish.add_argument("--today", type=_day, help=TODAY_HELP)
     publish.add_argument(
+        "--by-reference",
+        action="store_true",
+        help="name each file's DVC object on a public remote (URL, MD5) instead of its bytes",
+    )
+    publish.add_argument(
         "--upload",
         action="store_true",
         help="with --target zenodo: deposit OUT (a draft; resumes an interrupted upload); "
         "token from $ZENODO_TOKEN (publication.zenodo.token_env)",
     )
     publish.add_argument("--publish", action="store_true", help="with --upload: publish it")
+    export = commands.add_parser("export", help="export a plate for viewers and archives")
+    export_commands = export.add_subparsers(dest="export_command", required=True)
+    zarr = export_commands.add_parser(
+        "ome-zarr",
+        help="a plate as an OME-NGFF HCS plate (IDR, napari-ome-zarr): fields with channel "
+        "names and contrast limits, masks as labels",
+    )
+    zarr.add_argument("out", help="the .zarr directory to write (must not exist)")
+    zarr.add_argument("--plate", required=True)
+    zarr.add_argument(
+        "--levels", default="corrected,masks", help="corrected or raw, and masks (default both)"
+    )
+    zarr.add_argument("--version", help="segmentation version of the masks (default: the config's)")
+    zarr.add_argument("--today", type=_day, help=TODAY_HELP)
+    zarr.add_argument("--config", help=f"workflow config (default: {WORKSPACE_HELP})")
+    zarr.add_argument("--workspace", help=WORKSPACE_ARG_HELP)
+    zarr.set_defaults(func=_export_ome_zarr)
 
     args = parser.parse_args(argv)
     try:

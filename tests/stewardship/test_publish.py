@@ -355,3 +355,52 @@ def test_target_limits_split_or_refuse(example_run, tmp_path):
         p.relative_to(example_run).as_posix()
         for p in (example_run / "results/profiles").rglob("*.parquet")
     }
+
+
+def test_by_reference_names_objects_a_public_remote_holds(example_run, tmp_path):
+    from s3server import moto_s3_environment
+
+    from cellstrata.stewardship.provenance import md5_file
+
+    lab = tmp_path / "lab"
+    skip = ("crops", "masks", "features", "illumination", "qc", "figures", "corrected")
+    shutil.copytree(example_run, lab, ignore=shutil.ignore_patterns(*skip))
+    with moto_s3_environment("public-data") as endpoint:
+
+        def edit(config):
+            remotes = tmp_path / "remotes"
+            config["storage"] = {
+                "remotes": {
+                    "default": {"url": str(remotes / "default"), "solution": "local_disk"},
+                    "archive": {"url": str(remotes / "archive"), "solution": "cloud"},
+                    "public": {
+                        "url": "s3://public-data/lab",
+                        "solution": "cloud",
+                        "access": "public",
+                        "endpointurl": endpoint,
+                    },
+                },
+                "routes": [{"remote": "default"}],
+            }
+
+        config = _config(lab, tmp_path / "config.yaml", edit)
+        base = ["--config", str(config), "--workspace", str(lab)]
+        publish = ["publish", *base, "--levels", "profiles", "--by-reference", "--today", AFTER]
+        code, out = _cellstrata(*publish, "--out", str(tmp_path / "early"))
+        assert code == 1 and "on no public remote (public)" in out
+        assert "cellstrata push --to public --plates SYN01 --levels profiles" in out
+        assert not (tmp_path / "early").exists()
+        assert _cellstrata("dvc", "setup", "--create-remotes", *base)[0] == 0
+        code, out = _cellstrata(
+            "push", *base, "--to", "public", "--levels", "profiles", "--today", AFTER
+        )
+        assert code == 0, out
+        crate = tmp_path / "crate"
+        code, out = _cellstrata(*publish, "--out", str(crate))
+        assert code == 0, out
+        assert validate_offline(crate, tmp_path / "http_cache") == []
+    data = [e for e in _graph(crate).values() if "sha256" in e]
+    assert data and not (crate / "results").exists()
+    for entity in data:
+        md5 = md5_file(lab / entity["name"])
+        assert entity["@id"] == f"s3://public-data/lab/files/md5/{md5[:2]}/{md5[2:]}"

@@ -94,6 +94,8 @@ class Entry:
     size: int
     md5: str | None = None
     sha256: str | None = None
+    #: With ``--by-reference``: the file's DVC object on a public remote, instead of its bytes.
+    url: str | None = None
 
 
 @dataclass
@@ -110,7 +112,8 @@ class Package:
 
     @property
     def size(self) -> int:
-        return sum(e.size for e in self.entries)
+        """Bytes the package holds (files given by reference are not in it)."""
+        return sum(e.size for e in self.entries if e.url is None)
 
 
 def _files(root: Path) -> list[Path]:
@@ -252,6 +255,49 @@ def _lineage_records(
                 f"a published file comes from a job of a plate not published ({record['rule']})"
             )
     return sorted(chosen, key=lambda r: (r["start"], r["rule"]))
+
+
+def add_references(config: Mapping[str, Any], workspace: Path, package: Package) -> None:
+    """Point every entry at its DVC object on a public remote that verifiably holds it
+    (``<remote url>/files/md5/<ab>/<cdef...>``), for levels too large to deposit.
+
+    Raises
+    ------
+    PublishError
+        Naming each file no public remote holds (with the push that sends it), or a public
+        remote that is a directory (a reference nobody else can follow).
+    """
+    from cellstrata.stewardship.dvc import remote_has
+    from cellstrata.stewardship.provenance import md5_file
+    from cellstrata.stewardship.solutions import remote_access
+
+    remotes = config["storage"]["remotes"]
+    public = [r for r in remotes if remote_access(config, r) == "public"]
+    reachable = [r for r in public if "://" in str(remotes[r]["url"])]
+    problems = [
+        f"remote {r} is a directory: a reference to it cannot be followed by anyone else"
+        for r in public
+        if r not in reachable
+    ]
+    if not public:
+        problems.append("no public remote in storage.remotes to refer to")
+    for entry in package.entries if reachable else []:
+        entry.md5 = md5_file(workspace / entry.path)
+        holder = next((r for r in reachable if remote_has(workspace, r, entry.md5)), None)
+        if holder is None:
+            problems.append(
+                f"{entry.path}: on no public remote ({', '.join(reachable)}); send it first: "
+                f"cellstrata push --to {reachable[0]} --plates {entry.plate or '<every plate>'} "
+                f"--levels {entry.level} --today {package.day}"
+            )
+            continue
+        base = str(remotes[holder]["url"]).rstrip("/")
+        entry.url = f"{base}/files/md5/{entry.md5[:2]}/{entry.md5[2:]}"
+    if problems:
+        raise PublishError(
+            f"publish --by-reference refused, nothing written ({len(problems)} problem(s)):\n"
+            + "\n".join(f"  - {p}" for p in problems)
+        )
 
 
 def _sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -602,14 +648,19 @@ def _write_crate(
             if len(entries) == 1
             else os.path.commonpath([e.path for e in entries])
         )
-        dataset = crate.add_dataset(
-            dest_path=directory,
-            properties={
-                "name": f"{level} of plate {plate}" if plate else f"{level}: experiment tables",
-                "description": f"segmentation version {package.version}"
-                if level in VERSIONED_LEVELS
-                else level,
-            },
+        # Files given by reference have no directory in the package.
+        dataset = (
+            None
+            if entries[0].url
+            else crate.add_dataset(
+                dest_path=directory,
+                properties={
+                    "name": f"{level} of plate {plate}" if plate else f"{level}: experiment tables",
+                    "description": f"segmentation version {package.version}"
+                    if level in VERSIONED_LEVELS
+                    else level,
+                },
+            )
         )
         for entry in entries:
             props = {
@@ -627,10 +678,16 @@ def _write_crate(
             props["conditionsOfAccess"] = f"public on {package.day}; source: " + ", ".join(
                 sorted({o["source"] for o in origins})
             )
-            by_path[entry.path] = crate.add_file(
-                workspace / entry.path, dest_path=entry.path, properties=props
-            )
-            dataset.append_to("hasPart", by_path[entry.path])
+            if entry.url:
+                props["name"] = entry.path
+                props["description"] = f"DVC object (MD5 {entry.md5}) of {entry.path}"
+                by_path[entry.path] = crate.add_file(entry.url, properties=props)
+            else:
+                by_path[entry.path] = crate.add_file(
+                    workspace / entry.path, dest_path=entry.path, properties=props
+                )
+            if dataset is not None:
+                dataset.append_to("hasPart", by_path[entry.path])
 
     # The provenance: one action per job, the whole run as the workflow's action.
     raw: dict[str, Any] = {}
@@ -787,6 +844,8 @@ def verify_crate(path: str | os.PathLike) -> int:
         expected = entity.get("sha256")
         if expected is None:
             continue
+        if "://" in entity.id:  # by reference: checked on its remote when it was published
+            continue
         file = root / entity.id
         if not file.is_file():
             bad.append(f"{entity.id}: missing")
@@ -821,7 +880,7 @@ def target_parts(config: Mapping[str, Any], package: Package, target: str) -> li
     problems = []
     per_file = solution.get("limit_gb_file")
     if per_file is not None:
-        over = [e for e in package.entries if e.size > per_file * GB]
+        over = [e for e in package.entries if e.url is None and e.size > per_file * GB]
         problems += [
             f"{e.path} ({human_size(e.size)}): over {target}'s {human_size(per_file * GB)} per file"
             for e in over
@@ -840,17 +899,18 @@ def target_parts(config: Mapping[str, Any], package: Package, target: str) -> li
     parts: list[list[Entry]] = [[]]
     used = 0
     for entry in package.entries:
-        if entry.size > limit * GB:
+        size = 0 if entry.url else entry.size
+        if size > limit * GB:
             raise PublishError(
                 f"publish --target {target} refused, nothing written: {entry.path} "
                 f"({human_size(entry.size)}) alone is over {target}'s {human_size(limit * GB)} "
                 "per dataset"
             )
-        if used + entry.size > limit * GB and parts[-1]:
+        if used + size > limit * GB and parts[-1]:
             parts.append([])
             used = 0
         parts[-1].append(entry)
-        used += entry.size
+        used += size
     return parts
 
 
@@ -865,6 +925,7 @@ def publish(
     day: date | None = None,
     zip_archive: bool = False,
     target: str | None = None,
+    by_reference: bool = False,
     config_name: str = "config/config.yaml",
 ) -> list[Path]:
     """Write the package (several, ``out/part-N``, where ``target``'s per-dataset limit
@@ -890,6 +951,8 @@ def publish(
         day=day,
         config_name=config_name,
     )
+    if by_reference:
+        add_references(config, workspace, package)
     parts = target_parts(config, package, target) if target else [package.entries]
     forbidden = forbidden_strings(config, package.plates, workspace, package.records)
     written = []
