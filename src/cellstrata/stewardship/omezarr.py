@@ -21,7 +21,7 @@ import numpy as np
 
 from cellstrata.levels import level_path
 from cellstrata.stewardship.origin import data_access, embargo_note, plate_origin
-from cellstrata.stewardship.publish import PublishError, _missing
+from cellstrata.stewardship.publish import PublishError, missing_reason
 
 #: The image levels a field can hold, and the label level.
 IMAGE_LEVELS = ("raw", "corrected")
@@ -82,7 +82,7 @@ def _check(
             continue
         path = level_path(level, plate, version if level == "masks" else None)
         if not _sites(workspace, path):
-            problems.append(_missing(config, level, plate, path, config_name))
+            problems.append(missing_reason(config, level, plate, path, config_name))
     if problems:
         raise PublishError(
             f"export refused, nothing written ({len(problems)} problem(s)):\n"
@@ -141,7 +141,9 @@ def export_ome_zarr(
         A plate or level that is not public on ``day`` (default today), a level not in the
         workspace (a deleted one with the command that remakes it), or ``out`` existing.
     """
+    import tifffile
     import zarr
+    from ome_zarr.format import CurrentFormat
     from ome_zarr.writer import write_image, write_labels, write_plate_metadata, write_well_metadata
 
     from cellstrata.segment.versions import experiment_versions
@@ -179,6 +181,7 @@ def export_ome_zarr(
         ],
         "rdefs": {"model": "color"},
     }
+    fmt_version = CurrentFormat().version
     root = zarr.open_group(str(out), mode="w")
     well_paths = ["/".join(_split_well(w)) for w in wells]
     sites = {well: sorted(site for w, site in fields if w == well) for well in wells}
@@ -203,15 +206,22 @@ def export_ome_zarr(
                 scale_factors=(2,),
                 metadata={"omero": omero, "name": f"{plate} {well} site {site}"},
             )
-            for label in LABELS if masks else ():
-                if label in masks.get((well, site), {}):
-                    import tifffile
-
-                    write_labels(
-                        tifffile.imread(masks[(well, site)][label]),
-                        field,
-                        name=label,
-                        axes="yx",
-                        scale_factors=(2,),
-                    )
+            written = [label for label in LABELS if label in masks.get((well, site), {})]
+            for label in written:
+                write_labels(
+                    tifffile.imread(masks[(well, site)][label]),
+                    field,
+                    name=label,
+                    axes="yx",
+                    scaler=None,  # its default Scaler would make 5 levels, the image has 2
+                    scale_factors=(2,),
+                    # The image a label belongs to (viewers overlay it there); no colours: a
+                    # viewer picks them (ome-zarr-models 1.6 needs the key, empty is allowed).
+                    label_metadata={"source": {"image": "../../"}, "colors": []},
+                )
+            if written:
+                # ome-zarr 0.17 leaves the NGFF version out of the labels group, which NGFF
+                # 0.5 requires of every group (ome-zarr-models refuses the plate without it).
+                labels = field["labels"]
+                labels.attrs["ome"] = {"version": fmt_version, **labels.attrs["ome"]}
     return out

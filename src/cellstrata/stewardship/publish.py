@@ -76,7 +76,6 @@ REMAKE = (
     "snakemake --cores all --configfile {config} --notemp --until {rules}  "
     "# remakes the {level} of every plate and keeps it until the next run deletes it"
 )
-SHARED_PATHS = ("results/experiment",)
 
 
 class PublishError(ValueError):
@@ -193,7 +192,7 @@ def collect(
             path = level_path(level, plate, version if level in VERSIONED_LEVELS else None)
             files = _files(workspace / path) if (workspace / path).exists() else []
             if not files:
-                problems.append(_missing(config, level, plate, path, config_name))
+                problems.append(missing_reason(config, level, plate, path, config_name))
                 continue
             entries += [
                 Entry(f.relative_to(workspace).as_posix(), plate, level, version, f.stat().st_size)
@@ -226,7 +225,7 @@ def collect(
     return Package(plates, list(levels), version, day, entries, records, notes)
 
 
-def _missing(config: Mapping[str, Any], level: str, plate: str, path: str, name: str) -> str:
+def missing_reason(config: Mapping[str, Any], level: str, plate: str, path: str, name: str) -> str:
     """Why a level is not in the workspace, and what brings it back."""
     retention = retention_of(config["retention"], level, plate)
     if retention == "delete":

@@ -11,7 +11,6 @@ holds (``GET .../files``) and sends only those whose MD5 it does not report.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
@@ -22,21 +21,17 @@ import yaml
 
 from cellstrata.config import schema_default
 from cellstrata.io import atomic_path
+from cellstrata.levels import PROVENANCE_PATH
+from cellstrata.stewardship.provenance import md5_file
 
 #: Where a workspace lists its deposits (the user commits it).
 PUBLICATIONS = "publications.yaml"
+#: Each deposit also in the provenance of its plates (YAML: never taken for a job record).
+PUBLICATIONS_DIR = "publications"
 
 
 class ZenodoError(RuntimeError):
     """The service refused or could not be reached; what was uploaded stays in the draft."""
-
-
-def md5_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Zenodo:
@@ -148,7 +143,7 @@ def deposit(
     held = {f["filename"]: f.get("checksum") for f in client.files(number)}
     uploaded, skipped = [], []
     for path in files:
-        checksum = md5_of(path)
+        checksum = md5_file(path)
         if held.get(path.name) == checksum:
             skipped.append(path.name)
             continue
@@ -328,17 +323,14 @@ def upload_package(
             "doi": result["doi"],
             "state": result["state"],
             "url": result["url"],
-            "files": {f.name: md5_of(f) for f in files},
+            "files": {f.name: md5_file(f) for f in files},
         }
         record_publication(workspace, done)
         for plate in plates:
             path = Path(
-                workspace,
-                "results/provenance",
-                plate,
-                "publications",
+                workspace, PROVENANCE_PATH.format(plate=plate), PUBLICATIONS_DIR,
                 f"zenodo-{result['id']}.yaml",
-            )
+            )  # fmt: skip
             with atomic_path(path) as tmp:
                 tmp.write_text(yaml.safe_dump(done, sort_keys=False))
         results.append(result)
