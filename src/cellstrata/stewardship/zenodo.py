@@ -260,7 +260,7 @@ def upload_package(
     """Deposit the package ``cellstrata publish`` wrote in ``out`` (each ``part-N`` a record
     of its own): its zip, README and metadata, after checking every checksum again; resume
     the draft an interrupted run left. Each deposit goes to ``publications.yaml`` and to the
-    provenance of its plates (``results/provenance/<plate>/publications/``).
+    provenance of its plates (:data:`PUBLICATIONS_DIR` in each plate's provenance folder).
     """
     from cellstrata.stewardship.publish import verify_crate, zip_crate
 
