@@ -404,3 +404,53 @@ def test_by_reference_names_objects_a_public_remote_holds(example_run, tmp_path)
     for entity in data:
         md5 = md5_file(lab / entity["name"])
         assert entity["@id"] == f"s3://public-data/lab/files/md5/{md5[:2]}/{md5[2:]}"
+
+
+def test_workflow_files_are_the_recorded_commits(tmp_path):
+    import subprocess
+
+    from cellstrata.stewardship.publish import workflow_files
+
+    repo = tmp_path / "repo"
+    (repo / "rules").mkdir(parents=True)
+    (repo / "Snakefile").write_text("include: 'rules/a.smk'\n")
+    (repo / "rules/a.smk").write_text("rule a:\n    output: 'x'\n")
+
+    def git(*args):
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "x", "--allow-empty")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "workflow")
+    commit = git("rev-parse", "HEAD")
+    (repo / "rules/a.smk").write_text("rule a:\n    output: 'changed since the run'\n")
+    files, note = workflow_files(commit, False, repo)
+    assert files == {
+        "Snakefile": b"include: 'rules/a.smk'\n",
+        "rules/a.smk": b"rule a:\n    output: 'x'\n",
+    }
+    assert commit in note
+    files, note = workflow_files(commit, True, repo)  # the run's code was not committed
+    assert b"changed since the run" in files["rules/a.smk"] and "uncommitted" in note
+
+
+def test_reduced_config_holds_only_the_published_plates():
+    from cellstrata.stewardship.publish import reduced_config
+
+    config = {
+        "experiment": "e",
+        "plates": [
+            {"name": "A1", "images": "/data/lab/A1", "platemap": "/data/lab/maps/a.csv"},
+            {"name": SECRET_PLATE, "images": "/partner/x", "platemap": "/partner/m.csv"},
+        ],
+        "retention": {"plates": {SECRET_PLATE: {"masks": "keep"}, "A1": {"masks": "keep"}}},
+        "storage": {"remotes": {"default": {"url": "s3://lab/dvc"}}, "routes": [], "needs": {}},
+    }
+    reduced = reduced_config(config, ["A1"])
+    assert reduced["plates"] == [{"name": "A1", "images": "raw/A1", "platemap": "a.csv"}]
+    assert reduced["retention"]["plates"] == {"A1": {"masks": "keep"}}
+    assert reduced["storage"] == {"needs": {}}
+    assert SECRET_PLATE not in json.dumps(reduced) and "/data" not in json.dumps(reduced)

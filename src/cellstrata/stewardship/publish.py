@@ -374,11 +374,22 @@ def workflow_files(
     repo = repo or repository_root()
     if commit and not dirty:
         try:
-            tar = subprocess.run(
-                ["git", "-C", str(repo), "archive", "--format=tar", commit, *WORKFLOW_PARTS],
+            # Only the parts the commit has (git archive refuses a path it lacks).
+            listed = subprocess.run(
+                ["git", "-C", str(repo), "ls-tree", "--name-only", commit, "--", *WORKFLOW_PARTS],
                 capture_output=True,
                 check=True,
-            ).stdout
+                text=True,
+            ).stdout.split()
+            tar = (
+                subprocess.run(
+                    ["git", "-C", str(repo), "archive", "--format=tar", commit, *listed],
+                    capture_output=True,
+                    check=True,
+                ).stdout
+                if listed  # with no path, git archive would take the whole tree
+                else None
+            )
         except (OSError, subprocess.CalledProcessError):
             tar = None
         if tar:
