@@ -454,3 +454,14 @@ def test_reduced_config_holds_only_the_published_plates():
     assert reduced["retention"]["plates"] == {"A1": {"masks": "keep"}}
     assert reduced["storage"] == {"needs": {}}
     assert SECRET_PLATE not in json.dumps(reduced) and "/data" not in json.dumps(reduced)
+
+
+def test_unknown_version_refused_naming_its_path(example_run, tmp_path):
+    config = _config(example_run, tmp_path / "config.yaml")
+    code, out = _cellstrata(
+        "publish", "--config", str(config), "--workspace", str(example_run), "--levels",
+        "profiles", "--version", "classical-00000000", "--out", str(tmp_path / "c"),
+        "--today", AFTER,
+    )  # fmt: skip
+    assert code == 1
+    assert "level profiles: not in the workspace (results/profiles/classical-00000000/SYN01)" in out

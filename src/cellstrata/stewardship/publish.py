@@ -337,16 +337,17 @@ def reduced_config(config: Mapping[str, Any], plates: Sequence[str]) -> dict[str
     return reduced
 
 
-def _raw_name(config: Mapping[str, Any], path: str, plates: Sequence[str]) -> str:
-    """A raw input (outside the workspace) as the crate names it: ``raw/<plate>/<path under
-    the plate's image root>``, never its absolute path."""
+def _raw_name(config: Mapping[str, Any], path: str, plates: Sequence[str]) -> str | None:
+    """A raw input as the crate names it: ``raw/<plate>/<path under the plate's image
+    root>``, never its path on this machine; None when it lies under no published plate's
+    root (a workspace file, or a file outside both: then only its name is kept)."""
     for entry in config["plates"]:
         if entry["name"] not in plates:
             continue
         root = str(entry.get("images") or entry.get("cellprofiler") or "")
         if root and (path == root or path.startswith(root.rstrip("/") + "/")):
             return f"raw/{entry['name']}/{path[len(root.rstrip('/')) :].lstrip('/')}".rstrip("/")
-    return f"raw/{PurePosixPath(path).name}"
+    return None
 
 
 def _scrub(value: Any, workspace: str) -> Any:
@@ -708,7 +709,9 @@ def _write_crate(
         if path in by_path:
             return by_path[path]
         inside = not path.startswith("/") and not path.startswith("..")
-        name = path if inside else _raw_name(config, path, package.plates)
+        name = _raw_name(config, path, package.plates) or (
+            path if inside else f"raw/{PurePosixPath(path).name}"
+        )
         key = f"#{name}"
         if key not in raw:
             raw[key] = crate.add(
@@ -719,7 +722,11 @@ def _write_crate(
                         "@type": "CreativeWork",
                         "name": name,
                         "description": "not in this package"
-                        + ("" if inside else ": a raw image, from the plate's image root"),
+                        + (
+                            ": raw data, from the plate's image root"
+                            if name.startswith("raw/")
+                            else ""
+                        ),
                         "contentSize": item["size"],
                     },
                 )
