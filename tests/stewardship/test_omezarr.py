@@ -77,7 +77,12 @@ def test_ngff_models_accept_the_plate(exported):
 
 
 def test_export_refusals(example_run, tmp_path):
-    config = _config(example_run, tmp_path / "config.yaml")
+    def edit(config):  # a partner's plate beside the lab's
+        partner = {**config["plates"][0], "name": "PARTNER1"}
+        partner["origin"] = {"source": "collaborator", "access": "restricted"}
+        config["plates"].append(partner)
+
+    config = _config(example_run, tmp_path / "config.yaml", edit)
     base = ["export", "ome-zarr", str(tmp_path / "p.zarr"), "--plate", "SYN01",
             "--config", str(config), "--workspace", str(example_run)]  # fmt: skip
     code, said = _cellstrata(*base, "--levels", "raw,masks", "--today", "2027-06-01")
@@ -85,4 +90,7 @@ def test_export_refusals(example_run, tmp_path):
     code, said = _cellstrata(*base, "--today", AFTER)  # corrected (deleted) and masks
     assert code == 1 and "level corrected: not in the workspace" in said
     assert "--notemp --until correct" in said
+    partner = [a if a != "SYN01" else "PARTNER1" for a in base]
+    code, said = _cellstrata(*partner, "--levels", "raw,masks", "--today", AFTER)
+    assert code == 1 and f"plate PARTNER1, level raw: access restricted on {AFTER}" in said
     assert not (tmp_path / "p.zarr").exists()
