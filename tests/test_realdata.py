@@ -69,21 +69,69 @@ def test_bbbc013_quality_tables(bbbc013_run):
     assert len(counts) == 48
 
 
-def test_bbbc013_readout_chosen_out_of_sample(bbbc013_run):
-    """The configured readout is the one benchmarks/readout_selection.py picks, and its
-    leave-one-row-out Z' (pooled held-out control wells) is the headline figure."""
+@pytest.fixture(scope="module")
+def bbbc013_cells(bbbc013_run):
+    """The readout selection benchmark and the run's single cells it selects on (computed once:
+    the rings are remeasured on every site)."""
     selection = benchmark("readout_selection")
     profiles = pd.read_parquet(bbbc013_run / "BBBC013_annotated.parquet")
-    out_of_sample, folds = selection.leave_one_row_out(profiles, selection.CANDIDATES)
-    chosen, in_sample = selection.best_readout(profiles, selection.CANDIDATES)
+    workspace, version = bbbc013_run.parents[3], bbbc013_run.parent.name
+    return selection, profiles, selection.single_cells(workspace, version, profiles)
+
+
+def _configured_ring(config: dict) -> dict:
+    options = (config.get("features") or {}).get("options") or {}
+    return {"gap": 2, "width": 5, **options.get("Translocation", {})}
+
+
+def test_bbbc013_remeasured_rings_are_the_workflows(bbbc013_cells):
+    """The benchmark's core and ring of the configured geometry, and its nucleus and cytoplasm
+    means, give the workflow's own well medians."""
+    selection, profiles, cells = bbbc013_cells
+    config = yaml.safe_load((REPO / "config/examples/bbbc013.yaml").read_text())
+    ring = _configured_ring(config)
+    medians = cells.groupby("Metadata_Well").median(numeric_only=True)
+    wells = profiles.set_index("Metadata_Well")
+    pairs = [
+        ("Core", "Nuclei_Translocation_CoreMean_GFP"),
+        (f"Ring_{ring['gap']}_{ring['width']}", "Nuclei_Translocation_RingMean_GFP"),
+        (selection.NUCLEUS, selection.NUCLEUS),
+        (selection.CYTOPLASM, selection.CYTOPLASM),
+    ]
+    for ours, theirs in pairs:
+        np.testing.assert_allclose(
+            medians.loc[wells.index, ours], wells[theirs], rtol=1e-5, err_msg=ours
+        )
+
+
+def test_bbbc013_readout_chosen_out_of_sample(bbbc013_cells):
+    """The configured readout is the one benchmarks/readout_selection.py picks among its
+    candidates named beforehand, and its leave-one-row-out figures (pooled held-out control
+    wells, Z' once) are the headline."""
+    selection, _, cells = bbbc013_cells
+    figures, folds = selection.leave_one_row_out(cells, selection.CANDIDATES)
+    chosen, threshold, _ = selection.best_readout(
+        cells, selection.CANDIDATES, selection.control_wells(cells)
+    )
+    in_sample = selection.in_sample(cells, chosen, threshold)
     for fold in folds:
         print(f"\nheld-out row {fold['row']}: {fold['readout']} ({fold['train_zprime']:.3f})")
-    print(f"BBBC013 Z' out of sample {out_of_sample:.3f}; in sample {in_sample:.3f} ({chosen})")
+    print(
+        f"BBBC013 out of sample: Z' {figures['zprime']:.3f}, robust Z' "
+        f"{figures['robust_zprime']:.3f}, SSMD {figures['ssmd']:.2f}; in sample ({chosen}): "
+        f"Z' {in_sample['zprime']:.3f}, robust Z' {in_sample['robust_zprime']:.3f}, SSMD "
+        f"{in_sample['ssmd']:.2f}"
+    )
+    columns = selection.column_medians(cells, chosen, threshold)
+    print(f"control-column medians: {columns.round(3).to_dict()}")
+    settings = selection.workflow_settings(selection.CANDIDATES[chosen])
+    assert settings is not None, f"{chosen} is no readout the workflow has"
     config = yaml.safe_load((REPO / "config/examples/bbbc013.yaml").read_text())
-    configured = {"transform": None, **config["quality"]["readout"]}
-    assert selection.CANDIDATES[chosen] == configured
+    assert {"transform": None, **config["quality"]["readout"]} == settings["readout"]
+    if settings["translocation"] is not None:
+        assert _configured_ring(config) == {**_configured_ring({}), **settings["translocation"]}
     assert [fold["row"] for fold in folds] == ["A", "B", "C", "D"]
-    assert out_of_sample >= 0.85
+    assert figures["zprime"] >= 0.85
 
 
 def test_bbbc013_cell_counts_plausible(bbbc013_run):
