@@ -55,6 +55,7 @@ import yaml
 
 from cellstrata.images.illumination import correct_image, read_function
 from cellstrata.io import read_image, site_file
+from cellstrata.levels import level_path
 from cellstrata.profiles.platemap import CONTROL_COLUMN
 from cellstrata.profiles.quality import robust_zprime, ssmd, zprime
 from cellstrata.singlecell.features import measure_site
@@ -143,11 +144,13 @@ def single_cells(workspace: str | Path, version: str, platemap: pd.DataFrame) ->
     workspace = Path(workspace)
     features = pd.concat(
         pd.read_parquet(path, columns=KEYS + [NUCLEUS, CYTOPLASM])
-        for path in sorted((workspace / "results/features" / version / PLATE).glob("*.parquet"))
+        for path in sorted((workspace / level_path("features", PLATE, version)).glob("*.parquet"))
     )
-    manifest = pd.read_parquet(workspace / "results/manifest" / f"{PLATE}.parquet")
-    function, mode = read_function(workspace / "results/illumination" / PLATE / f"{CHANNEL}.tiff")
-    masks = workspace / "results/masks" / version / PLATE
+    manifest = pd.read_parquet(workspace / level_path("manifest", PLATE))
+    function, mode = read_function(
+        workspace / level_path("illumination", PLATE) / f"{CHANNEL}.tiff"
+    )
+    masks = workspace / level_path("masks", PLATE, version)
     rings = []
     gfp = manifest[manifest["channel"] == CHANNEL]
     for well, site, path in gfp[["Metadata_Well", "Metadata_Site", "path"]].itertuples(index=False):
@@ -316,9 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workspace", type=Path, help="a workspace that ran bbbc013.yaml")
     args = parser.parse_args(argv)
-    provenance = args.workspace / "results/profiles"
-    (version,) = [p.name for p in provenance.iterdir() if (p / PLATE).is_dir()]
-    profiles = pd.read_parquet(provenance / version / PLATE / f"{PLATE}_annotated.parquet")
+    # The workspace's one segmentation version with BBBC013 profiles.
+    (version,) = [p.parent.name for p in args.workspace.glob(level_path("profiles", PLATE, "*"))]
+    profiles_dir = args.workspace / level_path("profiles", PLATE, version)
+    profiles = pd.read_parquet(profiles_dir / f"{PLATE}_annotated.parquet")
     cells = single_cells(args.workspace, version, profiles)
     wells = control_wells(cells)
     print(f"{'candidate readout':72} {'Z` all rows (in-sample)':>24}")
