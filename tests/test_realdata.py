@@ -10,10 +10,8 @@ import yaml
 from conftest import REPO, benchmark, main_version, run_snakemake, shared
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
-from skimage.segmentation import clear_border
 
 from cellstrata.profiles.quality import zprime
-from cellstrata.segment import segment_cells, segment_nuclei, segment_site
 
 pytestmark = [pytest.mark.realdata, pytest.mark.workflow]
 
@@ -71,21 +69,69 @@ def test_bbbc013_quality_tables(bbbc013_run):
     assert len(counts) == 48
 
 
-def test_bbbc013_readout_chosen_out_of_sample(bbbc013_run):
-    """The configured readout is the one benchmarks/readout_selection.py picks, and its
-    leave-one-row-out Z' (pooled held-out control wells) is the headline figure."""
+@pytest.fixture(scope="module")
+def bbbc013_cells(bbbc013_run):
+    """The readout selection benchmark and the run's single cells it selects on (computed once:
+    the rings are remeasured on every site)."""
     selection = benchmark("readout_selection")
     profiles = pd.read_parquet(bbbc013_run / "BBBC013_annotated.parquet")
-    out_of_sample, folds = selection.leave_one_row_out(profiles, selection.CANDIDATES)
-    chosen, in_sample = selection.best_readout(profiles, selection.CANDIDATES)
+    workspace, version = bbbc013_run.parents[3], bbbc013_run.parent.name
+    return selection, profiles, selection.single_cells(workspace, version, profiles)
+
+
+def _configured_ring(config: dict) -> dict:
+    options = (config.get("features") or {}).get("options") or {}
+    return {"gap": 2, "width": 5, **options.get("Translocation", {})}
+
+
+def test_bbbc013_remeasured_rings_are_the_workflows(bbbc013_cells):
+    """The benchmark's core and ring of the configured geometry, and its nucleus and cytoplasm
+    means, give the workflow's own well medians."""
+    selection, profiles, cells = bbbc013_cells
+    config = yaml.safe_load((REPO / "config/examples/bbbc013.yaml").read_text())
+    ring = _configured_ring(config)
+    medians = cells.groupby("Metadata_Well").median(numeric_only=True)
+    wells = profiles.set_index("Metadata_Well")
+    pairs = [
+        ("Core", "Nuclei_Translocation_CoreMean_GFP"),
+        (f"Ring_{ring['gap']}_{ring['width']}", "Nuclei_Translocation_RingMean_GFP"),
+        (selection.NUCLEUS, selection.NUCLEUS),
+        (selection.CYTOPLASM, selection.CYTOPLASM),
+    ]
+    for ours, theirs in pairs:
+        np.testing.assert_allclose(
+            medians.loc[wells.index, ours], wells[theirs], rtol=1e-5, err_msg=ours
+        )
+
+
+def test_bbbc013_readout_chosen_out_of_sample(bbbc013_cells):
+    """The configured readout is the one benchmarks/readout_selection.py picks among its
+    candidates named beforehand, and its leave-one-row-out figures (pooled held-out control
+    wells, Z' once) are the headline."""
+    selection, _, cells = bbbc013_cells
+    figures, folds = selection.leave_one_row_out(cells, selection.CANDIDATES)
+    chosen, threshold, _ = selection.best_readout(
+        cells, selection.CANDIDATES, selection.control_wells(cells)
+    )
+    in_sample = selection.in_sample(cells, chosen, threshold)
     for fold in folds:
         print(f"\nheld-out row {fold['row']}: {fold['readout']} ({fold['train_zprime']:.3f})")
-    print(f"BBBC013 Z' out of sample {out_of_sample:.3f}; in sample {in_sample:.3f} ({chosen})")
+    print(
+        f"BBBC013 out of sample: Z' {figures['zprime']:.3f}, robust Z' "
+        f"{figures['robust_zprime']:.3f}, SSMD {figures['ssmd']:.2f}; in sample ({chosen}): "
+        f"Z' {in_sample['zprime']:.3f}, robust Z' {in_sample['robust_zprime']:.3f}, SSMD "
+        f"{in_sample['ssmd']:.2f}"
+    )
+    columns = selection.column_medians(cells, chosen, threshold)
+    print(f"control-column medians: {columns.round(3).to_dict()}")
+    settings = selection.workflow_settings(selection.CANDIDATES[chosen])
+    assert settings is not None, f"{chosen} is no readout the workflow has"
     config = yaml.safe_load((REPO / "config/examples/bbbc013.yaml").read_text())
-    configured = {"transform": None, **config["quality"]["readout"]}
-    assert selection.CANDIDATES[chosen] == configured
+    assert {"transform": None, **config["quality"]["readout"]} == settings["readout"]
+    if settings["translocation"] is not None:
+        assert _configured_ring(config) == {**_configured_ring({}), **settings["translocation"]}
     assert [fold["row"] for fold in folds] == ["A", "B", "C", "D"]
-    assert out_of_sample >= 0.85
+    assert figures["zprime"] >= 0.85
 
 
 def test_bbbc013_cell_counts_plausible(bbbc013_run):
@@ -98,14 +144,22 @@ def test_bbbc013_cell_counts_plausible(bbbc013_run):
     assert 120 < counts.median() < 260
 
 
-def test_nf1_plate_runs_through(tmp_path):
+@pytest.fixture(scope="module")
+def nf1_run(tmp_path_factory):
+    """The workflow on the NF1 plate with config/examples/nf1.yaml: its workspace and config."""
     data = shared("nf1_cellpainting_plate2")
     config = yaml.safe_load((REPO / "config/examples/nf1.yaml").read_text())
     config["plates"][0]["images"] = str(data / "Plate_2_images")
     config["plates"][0]["platemap"] = str(data / "platemap_NF1_plate2.csv")
-    run_snakemake(tmp_path, config)
+    workdir = tmp_path_factory.mktemp("nf1")
+    run_snakemake(workdir, config)
+    return workdir, config
+
+
+def test_nf1_plate_runs_through(nf1_run):
+    workdir, config = nf1_run
     profiles = pd.read_parquet(
-        tmp_path
+        workdir
         / "results/profiles"
         / main_version(config)
         / "NF1_Plate2/NF1_Plate2_annotated.parquet"
@@ -223,64 +277,47 @@ def _cells_match_cellprofiler(ours: pd.DataFrame, data, pairs: np.ndarray) -> No
             assert 0.9 <= ratio <= 1.1, (compartment, name, ratio)
 
 
-# The NF1 plate 1/2 analysis pipeline (NF1_analysis_plate1_plate2.cppipe in the public
-# WayScience/nf1_schwann_cell_painting_data repository): nuclei by three-class Otsu (middle
-# class foreground) after smoothing scale 1.3488 (sigma 1), diameter 30-90 px, no declumping,
-# border nuclei discarded; cells by Propagation on RFP, regularization 0.05, the same
-# threshold; cells touching the border discarded (their nuclei kept).
-NF1_CELLPROFILER_NUCLEI = {
-    "diameter": None,
-    "threshold_method": "otsu3",
-    "smoothing_sigma": 1.0,
-    "local_contrast": None,
-    "min_area": 707,  # discs of diameter 30 and 90
-    "max_area": 6362,
-    "declump": False,
-}
-NF1_CELLPROFILER_CELLS = {
-    "method": "propagation",
-    "threshold_method": "otsu3",
-    "smoothing_sigma": 1.0,
-}
+def test_nf1_masks_against_cellprofilers(nf1_run):
+    """Pixel IoU of the workflow's own masks (nf1.yaml as it runs) with CellProfiler's binary
+    nuclei, cells and cytoplasm masks of the 5 sites, and its cell counts.
 
-
-def test_nf1_cell_foreground_against_cellprofilers_masks():
-    """Pixel IoU of our cell foreground with CellProfiler's binary cell masks of the 5 sites.
-
-    With the pipeline's settings and its way of discarding objects (cells grown from all
-    nuclei, then the cells of discarded nuclei and the cells touching the border dropped),
-    which the workflow cannot express (a nucleus there always has a cell), and, for the
-    record, nf1.yaml's settings as the workflow runs them (raw images, all cells).
+    nf1.yaml has the settings of the lab's NF1 analysis pipeline (NF1_analysis_plate1_plate2
+    .cppipe), its border rules included: border nuclei discarded, cells touching the border
+    discarded with their nuclei kept. The parquet holds CellProfiler's per-site counts.
     """
+    workdir, config = nf1_run
     data = shared("nf1_cellpainting_plate2")
-    params = yaml.safe_load((REPO / "config/examples/nf1.yaml").read_text())["segmentation"]
-    ious = {"cellprofiler": {}, "nf1.yaml": {}}
-    for mask_path in sorted((data / "Plate_2_masks").glob("*_MaskCells.tiff")):
-        well, _, _, site = mask_path.name.split("_")[:4]
-        dapi, rfp = (
-            tifffile.imread(data / "Plate_2_images" / f"{well}_01_{index}_{site}_{stain}_001.tif")
-            for index, stain in (("1", "DAPI"), ("3", "RFP"))
-        )
-        theirs = tifffile.imread(mask_path) > 0
-        seeds = segment_nuclei(dapi, **NF1_CELLPROFILER_NUCLEI)
-        cells = segment_cells(seeds, rfp, **NF1_CELLPROFILER_CELLS)
-        kept = np.unique(clear_border(seeds))[1:]
-        cells = clear_border(np.where(np.isin(cells, kept), cells, 0))
-        configured = segment_site(
-            dapi, rfp, nuclei_params=params.get("nuclei"), cell_params=params.get("cells")
-        )["cells"]
-        for name, ours in (("cellprofiler", cells > 0), ("nf1.yaml", configured > 0)):
-            ious[name][well] = (ours & theirs).sum() / (ours | theirs).sum()
+    masks = workdir / "results/masks" / main_version(config) / "NF1_Plate2"
+    image = pd.read_parquet(
+        data / "Plate_2_with_image_data_shrunken.parquet",
+        columns=["Image_Metadata_Well_x", "Image_Count_Nuclei", "Image_Count_Cells"],
+    ).set_index("Image_Metadata_Well_x")
+    ious = {"Nuclei": {}, "Cells": {}, "Cytoplasm": {}}
+    for theirs_path in sorted((data / "Plate_2_masks").glob("*_MaskCells.tiff")):
+        well, _, _, site = theirs_path.name.split("_")[:4]
+        ours_name = f"{well[0]}{int(well[1:]):02d}_s{site}"
+        for compartment in ious:
+            (theirs_file,) = (data / "Plate_2_masks").glob(f"{well}_*_Mask{compartment}.tiff")
+            (ours_file,) = masks.glob(f"*/{ours_name}_{compartment.lower()}.tiff")
+            theirs = tifffile.imread(theirs_file) > 0
+            labels = tifffile.imread(ours_file)
+            ours = labels > 0
+            ious[compartment][well] = float((ours & theirs).sum() / (ours | theirs).sum())
+            if compartment != "Cytoplasm":
+                count = len(np.unique(labels)) - 1
+                print(
+                    f"\n{well} {compartment}: ours {count}, CellProfiler "
+                    f"{image.loc[well, f'Image_Count_{compartment}']}"
+                )
     mean = {name: float(np.mean(list(v.values()))) for name, v in ious.items()}
     for name, per_site in ious.items():
-        print(
-            f"\nNF1 cell foreground IoU, {name} settings: "
-            f"{ {k: round(float(v), 3) for k, v in per_site.items()} }"
-        )
+        print(f"NF1 {name} IoU per site: { {k: round(v, 4) for k, v in per_site.items()} }")
     print(
-        f"nf1_cell_foreground_iou={mean['cellprofiler']:.4f} (goal 0.85; "
-        f"nf1.yaml as run: {mean['nf1.yaml']:.4f})"
+        f"nf1_iou_nuclei={mean['Nuclei']:.4f} nf1_iou_cells={mean['Cells']:.4f} "
+        f"nf1_iou_cytoplasm={mean['Cytoplasm']:.4f}"
     )
-    assert len(ious["cellprofiler"]) == 5
-    assert mean["cellprofiler"] >= 0.95
-    assert mean["nf1.yaml"] >= 0.5  # what nf1.yaml reaches (0.56), not the goal
+    assert all(len(per_site) == 5 for per_site in ious.values())
+    # The issue's goal is 0.85 for the cells; every compartment is held to it.
+    for name in ious:
+        assert mean[name] >= 0.85, (name, mean[name])
+        assert min(ious[name].values()) >= 0.85, (name, ious[name])

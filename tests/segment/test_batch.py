@@ -45,3 +45,48 @@ def test_segment_site_unknown_param_key(kwargs, key):
     nuclei_image, _, _ = _cell_scene()
     with pytest.raises(ValueError, match=key):
         segment_site(nuclei_image, **kwargs)
+
+
+def _two_nuclei_in_one_stain() -> tuple[np.ndarray, np.ndarray]:
+    """A nucleus cut by the left edge beside a whole one, one stained region around both."""
+    from skimage.draw import disk
+
+    nuclear = np.full((60, 90), 0.02)
+    nuclear[disk((30, 2), 7, shape=nuclear.shape)] = 0.9
+    nuclear[disk((30, 40), 7)] = 0.9
+    body = np.full(nuclear.shape, 0.02)
+    body[12:48, 0:60] = 0.5
+    return nuclear, body
+
+
+def test_cells_remove_border_grows_from_the_border_nuclei_too():
+    nuclear, body = _two_nuclei_in_one_stain()
+    nuclei_params = {"diameter": 14, "local_contrast": None, "remove_border": True}
+    out = segment_site(
+        nuclear, body, nuclei_params=nuclei_params, cell_params={"remove_border": True}
+    )
+    # The nuclei are segment_nuclei's with remove_border: the border nucleus is gone.
+    alone = segment_site(nuclear, body, nuclei_params=nuclei_params)
+    np.testing.assert_array_equal(out["nuclei"], alone["nuclei"])
+    assert out["nuclei"].max() == 1
+    # Without the border nucleus as a seed the whole cell reaches the edge; with it (as in
+    # CellProfiler) the cell stops about halfway and, not touching the edge, is kept.
+    assert alone["cells"][:, 0].any()
+    cell = out["cells"] == 1
+    assert cell.any() and not out["cells"][:, 0].any()
+    assert 15 <= np.flatnonzero(cell.any(axis=0)).min() <= 30
+    np.testing.assert_array_equal(out["cytoplasm"], cytoplasm(out["nuclei"], out["cells"]))
+
+
+def test_cells_remove_border_keeps_the_nuclei_of_dropped_cells():
+    nuclear, body = _two_nuclei_in_one_stain()
+    out = segment_site(
+        nuclear,
+        body,
+        nuclei_params={"diameter": 14, "local_contrast": None},
+        cell_params={"remove_border": True},
+    )
+    # Both nuclei stay; the border nucleus's cell touches the edge and is gone.
+    assert out["nuclei"].max() == 2
+    assert set(np.unique(out["cells"])) == {0, 2}
+    assert set(np.unique(out["cytoplasm"])) <= {0, 2}

@@ -263,3 +263,35 @@ def test_cytoplasm_keeps_the_nuclear_outline_when_asked():
     np.testing.assert_array_equal(cyto[rim], cells[rim])
     assert not cyto[(nuclei > 0) & ~rim].any()
     np.testing.assert_array_equal(cyto[nuclei == 0], cells[nuclei == 0])
+
+
+def _border_scene() -> tuple[np.ndarray, np.ndarray]:
+    """Nucleus 1 in the middle, 2 whose cell reaches the left edge, 3 on the bottom edge."""
+    nuclei = np.zeros((80, 100), np.int32)
+    nuclei[disk((40, 50), 5)] = 1
+    nuclei[disk((40, 14), 5)] = 2
+    nuclei[disk((77, 80), 5, shape=nuclei.shape)] = 3
+    image = np.full(nuclei.shape, 0.02)
+    image[disk((40, 50), 14, shape=image.shape)] = 0.6
+    image[disk((40, 14), 16, shape=image.shape)] = 0.6
+    image[disk((77, 80), 10, shape=image.shape)] = 0.6
+    return nuclei, image
+
+
+@pytest.mark.parametrize("method", ["propagation", "watershed"])
+def test_remove_border_discards_cells_touching_the_border(method):
+    nuclei, image = _border_scene()
+    kept = segment_cells(nuclei, image, method=method)
+    cells = segment_cells(nuclei, image, method=method, remove_border=True)
+    assert set(np.unique(kept)) == {0, 1, 2, 3}
+    # Cells 2 and 3 touch the edge and go; cell 1 is what it was.
+    assert set(np.unique(cells)) == {0, 1}
+    np.testing.assert_array_equal(cells == 1, kept == 1)
+    # Expansion as well.
+    assert set(np.unique(segment_cells(nuclei, expansion=10, remove_border=True))) == {0, 1}
+
+
+def test_remove_border_must_be_a_bool():
+    nuclei, image = _border_scene()
+    with pytest.raises(ValueError, match="remove_border must be true or false"):
+        segment_cells(nuclei, image, remove_border="yes")

@@ -560,3 +560,15 @@ def test_group_options_are_checked_and_timings_recorded():
     measure_site(labels, images, groups=["AreaShape", "Intensity"], timings=timings)
     assert set(timings) == {"AreaShape", "Intensity"}
     assert all(t > 0 for t in timings.values())
+
+
+def test_nucleus_without_cell_is_no_object():
+    # segment_cells(remove_border=True) discards a cell and keeps its nucleus: as in
+    # CellProfiler's tables joined by CytoTable, that nucleus is no row.
+    labels, images = _site()
+    labels = {k: np.where(v == 2, 0, v) if k != "Nuclei" else v for k, v in labels.items()}
+    frame = measure_site(labels, images)
+    assert frame["ObjectNumber"].tolist() == [1, 3]
+    # Nuclei alone: every nucleus is an object.
+    frame = measure_site({"Nuclei": labels["Nuclei"]}, images, compartments=["Nuclei"])
+    assert frame["ObjectNumber"].tolist() == [1, 2, 3]

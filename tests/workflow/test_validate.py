@@ -143,3 +143,7 @@ def test_cells_method_default_makes_a_new_version_and_watershed_keeps_its_old_on
     assert version() != "classical-42f9603c"
     assert version(cytoplasm={"shrink_nuclei": False}) == version()
     assert version(cytoplasm={"shrink_nuclei": True}) != version()
+    # The cells' remove_border is a parameter of the version; left out, the version is as it was.
+    border = {"max_distance": 30, "remove_border": True}
+    assert version(border) != version({"max_distance": 30})
+    assert version({"max_distance": 30}) == version()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from skimage.segmentation import clear_border
 
 from cellstrata.io import site_file, write_labels
 from cellstrata.segment.cellpose import _CELLPOSE_TILE_PIXELS, _cellpose_segmenter
@@ -59,14 +60,20 @@ def segment_site(
     nuclei_params : Mapping, optional
         Keyword arguments for :func:`segment_nuclei`.
     cell_params : Mapping, optional
-        Keyword arguments for :func:`segment_cells`.
+        Keyword arguments for :func:`segment_cells`. When both these and ``nuclei_params``
+        set ``remove_border``, the cells grow from every nucleus, those touching the border
+        included, and the cells touching the border are then discarded (the border nuclei's
+        among them): CellProfiler's ``IdentifySecondaryObjects``, which seeds with the
+        nuclei its ``IdentifyPrimaryObjects`` discarded at the border. The nuclei are those
+        of :func:`segment_nuclei` with ``remove_border``.
     cytoplasm_params : Mapping, optional
         Keyword arguments for :func:`cytoplasm` (``shrink_nuclei``).
 
     Returns
     -------
     dict of str to np.ndarray
-        ``{"nuclei", "cells", "cytoplasm"}`` int32 label images sharing object IDs.
+        ``{"nuclei", "cells", "cytoplasm"}`` int32 label images sharing object IDs; with
+        the cells' ``remove_border`` a nucleus may have no cell and no cytoplasm.
 
     Raises
     ------
@@ -77,8 +84,18 @@ def segment_site(
     nuclei_kw = _check_params(nuclei_params, segment_nuclei, "nuclei_params")
     cell_kw = _check_params(cell_params, segment_cells, "cell_params")
     cyto_kw = _check_params(cytoplasm_params, cytoplasm, "cytoplasm_params")
-    nuclei = segment_nuclei(nuclei_image, **nuclei_kw)
-    return _site_masks(nuclei, segment_cells(nuclei, cell_image, **cell_kw), cyto_kw)
+    if not (nuclei_kw.get("remove_border") and cell_kw.get("remove_border")):
+        nuclei = segment_nuclei(nuclei_image, **nuclei_kw)
+        return _site_masks(nuclei, segment_cells(nuclei, cell_image, **cell_kw), cyto_kw)
+    # CellProfiler grows the cells from the border nuclei it discarded too, so that they
+    # bound their neighbours' cells; theirs touch the border and are discarded with the rest.
+    seeds = segment_nuclei(nuclei_image, **{**nuclei_kw, "remove_border": False})
+    cells = segment_cells(seeds, cell_image, **cell_kw)
+    kept = np.unique(clear_border(seeds))[1:]
+    # The kept nuclei numbered 1..N in their order, as segment_nuclei numbers them.
+    number = np.zeros(int(seeds.max(initial=0)) + 1, dtype=np.int32)
+    number[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
+    return _site_masks(number[seeds], number[cells], cyto_kw)
 
 
 def check_site_params(

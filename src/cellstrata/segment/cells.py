@@ -19,7 +19,7 @@ from skimage.filters import (
     sobel,
 )
 from skimage.measure import label as cc_label
-from skimage.segmentation import expand_labels, watershed
+from skimage.segmentation import clear_border, expand_labels, watershed
 
 from cellstrata.io import check_labels
 from cellstrata.segment.classical import (
@@ -209,6 +209,7 @@ def segment_cells(
     max_distance: int | None = None,
     compactness: float = 0.01,
     min_contrast: float = DEFAULT_MIN_CONTRAST,
+    remove_border: bool = False,
 ) -> np.ndarray:
     """Grow cells from nuclei, optionally guided by a cytoplasm/actin image.
 
@@ -224,6 +225,7 @@ def segment_cells(
 
     Either way no cell pixel is farther than ``max_distance`` (if set) from its own nucleus,
     and an image that fails the empty-field guard (no contrast) falls back to expansion.
+    With ``remove_border`` the cells touching the image border are then discarded.
 
     Parameters
     ----------
@@ -257,12 +259,19 @@ def segment_cells(
     min_contrast : float, default 5.0
         Empty-field guard, as in :func:`segment_nuclei`; a cell image that fails it is
         treated as absent (expansion fallback).
+    remove_border : bool, default False
+        Discard the cells that touch the image border, after they have grown (so they still
+        bound their neighbours); their nuclei stay, without a cell. CellProfiler's
+        ``IdentifySecondaryObjects`` "Discard secondary objects touching the border of the
+        image?" Yes, with "Discard the associated primary objects?" No. A nucleus on the
+        border makes its cell touch it, so its cell always goes.
 
     Returns
     -------
     np.ndarray
         ``int32`` label image: cell ``k`` contains every pixel of nucleus ``k``, and the set
-        of cell labels equals the set of nucleus labels.
+        of cell labels equals the set of nucleus labels (less the discarded ones with
+        ``remove_border``).
     """
     if method not in CELL_METHODS:
         raise ValueError(f"cells method must be one of {', '.join(CELL_METHODS)}; got {method!r}")
@@ -274,8 +283,42 @@ def segment_cells(
     nuclei = check_labels(nuclei, "nuclei")
     if expansion < 0 or (max_distance is not None and max_distance < 0):
         raise ValueError("expansion and max_distance must be >= 0")
+    if not isinstance(remove_border, (bool, np.bool_)):
+        raise ValueError(f"remove_border must be true or false; got {remove_border!r}")
     reach = expansion if max_distance is None else min(expansion, max_distance)
-    nuclei = nuclei.astype(np.int32, copy=False)
+    cells = _grow_cells(
+        nuclei.astype(np.int32, copy=False),
+        image,
+        method=method,
+        reach=reach,
+        smoothing_sigma=smoothing_sigma,
+        threshold_method=threshold_method,
+        threshold_correction=threshold_correction,
+        regularization=regularization,
+        max_distance=max_distance,
+        compactness=compactness,
+        min_contrast=min_contrast,
+    )
+    # A cell cut by the image edge has lost part of itself: CellProfiler discards it (and
+    # every cell of a border nucleus, which touches the edge too).
+    return clear_border(cells) if remove_border else cells
+
+
+def _grow_cells(
+    nuclei: np.ndarray,
+    image: np.ndarray | None,
+    *,
+    method: str,
+    reach: int,
+    smoothing_sigma: float,
+    threshold_method: str,
+    threshold_correction: float,
+    regularization: float,
+    max_distance: int | None,
+    compactness: float,
+    min_contrast: float,
+) -> np.ndarray:
+    """The cells of :func:`segment_cells` from checked arguments, before any border drop."""
     if nuclei.max(initial=0) == 0:
         return np.zeros(nuclei.shape, dtype=np.int32)
     if image is None:

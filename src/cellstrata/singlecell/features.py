@@ -645,8 +645,10 @@ def measure_site(
     labels : mapping of str to numpy.ndarray
         ``{"Nuclei": ..., "Cells": ..., "Cytoplasm": ...}`` 2-D integer label images of the
         same shape. Object ``k`` is the same cell in every compartment. The object set (one
-        output row each) is the set of nucleus labels; when ``"Nuclei"`` is absent, the first
-        of ``compartments``. Labels of other compartments outside this set are ignored.
+        output row each) is the set of nucleus labels that also label a cell when ``"Cells"``
+        is given (a nucleus whose cell was discarded at the border is no object); when
+        ``"Nuclei"`` is absent, the first of ``compartments``. Labels of other compartments
+        outside this set are ignored.
     images : mapping of str to numpy.ndarray
         ``{channel: image}``, 2-D real images with the labels' shape, measured as given
         (illumination correction and scaling happen upstream). Non-finite values propagate.
@@ -696,6 +698,10 @@ def measure_site(
     columns = feature_columns(channels, comps, groups=[g.name for g in selected], options=options)
 
     object_ids = _object_ids(arrays[reference])
+    if reference == "Nuclei" and "Cells" in labels:
+        # A nucleus whose cell was discarded (segment_cells' remove_border) is no object, as
+        # in CellProfiler's tables joined by CytoTable, which hold cells with their nuclei.
+        object_ids = np.intersect1d(object_ids, _object_ids(np.asarray(labels["Cells"])))
     n = object_ids.size
     matrix = np.full((n, len(columns)), np.nan, dtype=np.float32)
     if n:
