@@ -73,17 +73,18 @@ def _step_costs(padded: np.ndarray, shape: tuple[int, int], di: int, dj: int) ->
     h, w = shape
     rows = slice(0, h - di)
     cols = slice(max(0, -dj), w - max(0, dj))
-    diff = np.zeros((rows.stop - rows.start, cols.stop - cols.start))
+    n_rows, n_cols = rows.stop - rows.start, cols.stop - cols.start
+    # |I(q) - I(q + step)| for every q of the padded windows, once: each of the 9 window
+    # offsets below reads its term from it instead of subtracting again (same values).
+    r0, c0 = rows.start, cols.start  # padded index of p + (-1, -1) is (r0, c0)
+    step = np.abs(
+        padded[r0 : r0 + n_rows + 2, c0 : c0 + n_cols + 2]
+        - padded[r0 + di : r0 + di + n_rows + 2, c0 + dj : c0 + dj + n_cols + 2]
+    )
+    diff = np.zeros((n_rows, n_cols))
     for oi in (-1, 0, 1):  # summed in CellProfiler's order, so the sums agree to the bit
         for oj in (-1, 0, 1):
-            here = padded[
-                1 + oi + rows.start : 1 + oi + rows.stop, 1 + oj + cols.start : 1 + oj + cols.stop
-            ]
-            there = padded[
-                1 + oi + di + rows.start : 1 + oi + di + rows.stop,
-                1 + oj + dj + cols.start : 1 + oj + dj + cols.stop,
-            ]
-            diff += np.abs(here - there)
+            diff += step[1 + oi : 1 + oi + n_rows, 1 + oj : 1 + oj + n_cols]
     step_rows = slice(rows.start + di, rows.stop + di)
     step_cols = slice(cols.start + dj, cols.stop + dj)
     return (rows, cols), (step_rows, step_cols), diff
