@@ -297,7 +297,12 @@ def segment_cells(
         # CellProfiler's, not raised to the guard's noise floor (which would cut the dim cell
         # edges CellProfiler keeps): the threshold of the unsmoothed image, compared with the
         # smoothed one, as its Threshold module does.
-        threshold = float(THRESHOLD_METHODS[threshold_method](normalized)) * threshold_correction
+        if field.smoothed is normalized:  # no smoothing: the field's threshold is that one
+            threshold = field.threshold
+        else:
+            threshold = (
+                float(THRESHOLD_METHODS[threshold_method](normalized)) * threshold_correction
+            )
         fg = field.smoothed >= threshold
         cells, _ = propagate(normalized, nuclei, fg, regularization)
         cells = _fill_labeled_holes(cells)
