@@ -174,17 +174,36 @@ def _noise_sd(smoothed: np.ndarray, smoothing_sigma: float) -> float:
             (smoothed[lag:, :] - smoothed[:-lag, :]).ravel(),
             (smoothed[:, lag:] - smoothed[:, :-lag]).ravel(),
         ]
-    ).astype(np.float64)
+    )
     if diffs.size == 0:
         return 0.0
+    # |differences| in the image's own dtype: float32 values are exact in float64, so the
+    # order statistics, the selection and the float64 mean below are those of the float64
+    # differences, at half the memory traffic of converting everything first.
     mag = np.abs(diffs)
     # (fraction kept, sd of a standard normal restricted to that central fraction)
     for fraction, sd_kept in ((0.5, 0.3774), (0.8, 0.6610), (1.0, 1.0)):
-        kept = diffs[mag <= np.quantile(mag, fraction)]
+        kept = mag[mag <= _quantile(mag, fraction)].astype(np.float64)
         rms = float(np.sqrt(np.mean(kept**2)))
         if rms > 0:
             return rms / sd_kept / np.sqrt(2.0)
     return 0.0
+
+
+def _quantile(values: np.ndarray, fraction: float) -> float:
+    """``np.quantile(values.astype(np.float64), fraction)``, partitioning ``values`` as is.
+
+    numpy's linear method interpolates between the two order statistics around position
+    ``(n - 1) * fraction``; they are found by one partition of a copy of ``values`` and
+    handed to ``np.quantile`` as a float64 pair at the same fractional position, so the
+    interpolation is numpy's own.
+    """
+    position = (values.size - 1) * fraction
+    low = int(np.floor(position))
+    high = min(low + 1, values.size - 1)
+    part = np.partition(values, [low, high] if high > low else [low])
+    pair = np.array([part[low], part[high]], dtype=np.float64)
+    return float(np.quantile(pair, position - low))
 
 
 def _check_threshold_args(method: str, correction: float) -> None:
