@@ -145,7 +145,7 @@ def run_site(site: Mapping[str, Any]) -> dict[str, Any]:
     )
     labels = {"Nuclei": masks["nuclei"], "Cells": masks["cells"], "Cytoplasm": masks["cytoplasm"]}
     timings: dict[str, float] = {}
-    # measure_site's timings are wall seconds per group; single-threaded they equal CPU time.
+    # measure_site's timings are the CPU seconds of each group.
     table, stages["features"] = _cpu(
         lambda: measure_site(labels, images, options=PEER_FEATURE_OPTIONS, timings=timings)
     )
