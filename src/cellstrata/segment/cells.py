@@ -62,32 +62,41 @@ def _keep_nucleated(cells: np.ndarray, nuclei: np.ndarray, connectivity: int = 1
 _STEPS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
-def _step_costs(padded: np.ndarray, shape: tuple[int, int], di: int, dj: int) -> tuple:
-    """Cost of every step ``p -> p + (di, dj)`` inside the image, before regularization.
+def _step_costs(
+    padded: np.ndarray, mask: np.ndarray, di: int, dj: int
+) -> tuple[tuple[slice, slice], tuple[slice, slice], np.ndarray, np.ndarray]:
+    """Cost of every step ``p -> p + (di, dj)`` within ``mask``, before regularization.
 
     The cost is CellProfiler's: the sum over the 3x3 window of the absolute differences
     between the windows around ``p`` and around ``p + (di, dj)``, pixels beyond the border
     taking the value of the nearest border pixel (``padded`` is the image padded by one
-    pixel in edge mode). Returns the slices of ``p`` and of ``p + step`` and the costs.
+    pixel in edge mode). Returns the slices of ``p`` and of ``p + step`` in the image, the
+    mask ``both`` of the steps with both ends in ``mask`` (over those slices), and the costs
+    of those steps in row-major order.
     """
-    h, w = shape
+    h, w = mask.shape
     rows = slice(0, h - di)
     cols = slice(max(0, -dj), w - max(0, dj))
+    step_rows = slice(rows.start + di, rows.stop + di)
+    step_cols = slice(cols.start + dj, cols.stop + dj)
+    both = mask[rows, cols] & mask[step_rows, step_cols]
     n_rows, n_cols = rows.stop - rows.start, cols.stop - cols.start
     # |I(q) - I(q + step)| for every q of the padded windows, once: each of the 9 window
-    # offsets below reads its term from it instead of subtracting again (same values).
+    # offsets below reads its term from it instead of subtracting again (same values), and
+    # only at the steps inside the mask (cells cover a fraction of the image).
     r0, c0 = rows.start, cols.start  # padded index of p + (-1, -1) is (r0, c0)
     step = np.abs(
         padded[r0 : r0 + n_rows + 2, c0 : c0 + n_cols + 2]
         - padded[r0 + di : r0 + di + n_rows + 2, c0 + dj : c0 + dj + n_cols + 2]
-    )
-    diff = np.zeros((n_rows, n_cols))
+    ).ravel()
+    stride = n_cols + 2
+    r, c = np.nonzero(both)
+    centre = (r + 1) * stride + (c + 1)
+    diff = np.zeros(centre.size)
     for oi in (-1, 0, 1):  # summed in CellProfiler's order, so the sums agree to the bit
         for oj in (-1, 0, 1):
-            diff += step[1 + oi : 1 + oi + n_rows, 1 + oj : 1 + oj + n_cols]
-    step_rows = slice(rows.start + di, rows.stop + di)
-    step_cols = slice(cols.start + dj, cols.stop + dj)
-    return (rows, cols), (step_rows, step_cols), diff
+            diff += step[centre + (oi * stride + oj)]
+    return (rows, cols), (step_rows, step_cols), both, diff
 
 
 def propagate(
@@ -146,13 +155,12 @@ def propagate(
         padded = np.pad(image, 1, mode="edge")
         heads, tails, costs = [], [], []
         for di, dj in _STEPS:
-            here, there, diff = _step_costs(padded, image.shape, di, dj)
-            both = mask[here] & mask[there]
+            here, there, both, diff = _step_costs(padded, mask, di, dj)
             # Zero-cost steps (flat image, no regularization) stay edges of the sparse graph.
             cost = np.sqrt(diff * diff + (abs(di) + abs(dj)) * regularization * regularization)
             heads.append(node[here][both])
             tails.append(node[there][both])
-            costs.append(cost[both])
+            costs.append(cost)
         graph = csr_matrix(
             (np.concatenate(costs), (np.concatenate(heads), np.concatenate(tails))),
             shape=(nodes.size, nodes.size),
