@@ -64,15 +64,14 @@ _STEPS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 def _step_costs(
     padded: np.ndarray, mask: np.ndarray, di: int, dj: int
-) -> tuple[tuple[slice, slice], tuple[slice, slice], np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Cost of every step ``p -> p + (di, dj)`` within ``mask``, before regularization.
 
     The cost is CellProfiler's: the sum over the 3x3 window of the absolute differences
     between the windows around ``p`` and around ``p + (di, dj)``, pixels beyond the border
     taking the value of the nearest border pixel (``padded`` is the image padded by one
-    pixel in edge mode). Returns the slices of ``p`` and of ``p + step`` in the image, the
-    mask ``both`` of the steps with both ends in ``mask`` (over those slices), and the costs
-    of those steps in row-major order.
+    pixel in edge mode). Returns the flat image index of ``p`` of every step with both ends
+    in ``mask`` (row-major order) and the costs of those steps.
     """
     h, w = mask.shape
     rows = slice(0, h - di)
@@ -96,7 +95,7 @@ def _step_costs(
     for oi in (-1, 0, 1):  # summed in CellProfiler's order, so the sums agree to the bit
         for oj in (-1, 0, 1):
             diff += step[centre + (oi * stride + oj)]
-    return (rows, cols), (step_rows, step_cols), both, diff
+    return (r + rows.start) * w + (c + cols.start), diff
 
 
 def propagate(
@@ -155,11 +154,11 @@ def propagate(
         padded = np.pad(image, 1, mode="edge")
         heads, tails, costs = [], [], []
         for di, dj in _STEPS:
-            here, there, both, diff = _step_costs(padded, mask, di, dj)
+            start, diff = _step_costs(padded, mask, di, dj)
             # Zero-cost steps (flat image, no regularization) stay edges of the sparse graph.
             cost = np.sqrt(diff * diff + (abs(di) + abs(dj)) * regularization * regularization)
-            heads.append(node[here][both])
-            tails.append(node[there][both])
+            heads.append(node.flat[start])
+            tails.append(node.flat[start + (di * image.shape[1] + dj)])
             costs.append(cost)
         graph = csr_matrix(
             (np.concatenate(costs), (np.concatenate(heads), np.concatenate(tails))),
