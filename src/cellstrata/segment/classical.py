@@ -342,6 +342,20 @@ def _local_foreground(
     return (smoothed > levels.floor) & (smoothed - bg > fraction * (peak - bg))
 
 
+def _label_maxima(image: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """``[0, ndi.maximum(image, labels, 1..n)...]`` as float64, without scipy's sort.
+
+    The maximum of each label's pixels by one unbuffered ``np.maximum.at`` over the labelled
+    pixels only; labels without pixels get 0, as from scipy.
+    """
+    inside = labels > 0
+    peak = np.full(n + 1, -np.inf)
+    np.maximum.at(peak, labels[inside], image[inside].astype(np.float64))
+    peak[np.isneginf(peak)] = 0.0
+    peak[0] = 0.0
+    return peak
+
+
 def _grow_to_own_level(
     labels: np.ndarray,
     smoothed: np.ndarray,
@@ -360,8 +374,7 @@ def _grow_to_own_level(
     n = int(labels.max(initial=0))
     if n == 0 or distance < 1:
         return labels
-    peak = np.zeros(n + 1)
-    peak[1:] = ndi.maximum(smoothed, labels, np.arange(1, n + 1))
+    peak = _label_maxima(smoothed, labels, n)
     nearest = expand_labels(labels, distance)
     bg = levels.background
     join = (
