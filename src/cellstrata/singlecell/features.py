@@ -699,10 +699,6 @@ def measure_site(
     columns = feature_columns(channels, comps, groups=[g.name for g in selected], options=options)
 
     object_ids = _object_ids(arrays[reference])
-    if reference == "Nuclei" and "Cells" in labels:
-        # A nucleus whose cell was discarded (segment_cells' remove_border) is no object, as
-        # in CellProfiler's tables joined by CytoTable, which hold cells with their nuclei.
-        object_ids = np.intersect1d(object_ids, _object_ids(np.asarray(labels["Cells"])))
     n = object_ids.size
     matrix = np.full((n, len(columns)), np.nan, dtype=np.float32)
     if n:
@@ -732,6 +728,12 @@ def measure_site(
 
     frame = pd.DataFrame(matrix, columns=columns)
     frame.insert(0, "ObjectNumber", object_ids.astype(np.int64))
+    if reference == "Nuclei" and "Cells" in labels:
+        # A nucleus whose cell was discarded (segment_cells' remove_border) is no row, as in
+        # CellProfiler's tables joined by CytoTable, which hold cells with their nuclei. It
+        # is dropped only now: like CellProfiler's, it still counts as a nucleus' neighbour.
+        with_cell = np.isin(object_ids, _object_ids(np.asarray(labels["Cells"])))
+        frame = frame.loc[with_cell].reset_index(drop=True)
     return frame
 
 
