@@ -111,12 +111,31 @@ def _status(args: argparse.Namespace) -> int:
 def _storage_plan(args: argparse.Namespace) -> int:
     from cellstrata.stewardship.storage import format_plan, project, storage_plan
 
+    if args.months:
+        return _storage_months(args)
     plan = storage_plan(_config(args), args.workspace)
     projection = project(plan, args.plates) if args.plates else None
     if args.json or args.csv:
         _emit(projection if projection is not None else plan, args, "")
     else:
         print(format_plan(plan, projection))
+    return 0
+
+
+def _storage_months(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship.lifecycle import (
+        format_projection,
+        project_months,
+        projection_figure,
+    )
+
+    frame = project_months(_config(args), args.workspace, months=args.months, day=args.today)
+    if args.figure:
+        projection_figure(frame, args.figure)
+    if args.json or args.csv:
+        _emit(frame, args, "")
+    else:
+        print(format_projection(frame))
     return 0
 
 
@@ -260,6 +279,27 @@ def _clean_stale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lifecycle(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from cellstrata.stewardship.lifecycle import apply_lifecycle, transitions
+
+    config = _config(args)
+    day = args.today or date.today()
+    done, _ = apply_lifecycle(
+        config, args.workspace, day=day, dry_run=args.dry_run, config_name=args.config
+    )
+    verb = "due" if args.dry_run else "moved (verified on the new remote, old copies removed)"
+    for move in done:
+        print(f"{verb}: {move}")
+    if not done:
+        print(f"nothing due on {day}")
+    later = [t for t in transitions(config, args.workspace) if t.due > day]
+    for move in sorted(later, key=lambda t: t.due):
+        print(f"later: {move}")
+    return 0
+
+
 def _segment_nuclei(args: argparse.Namespace) -> int:
     from cellstrata.segment.directory import segment_directory
 
@@ -353,6 +393,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan.add_argument("--config", help=f"workflow config (default: {WORKSPACE_HELP})")
     plan.add_argument("--workspace", help=WORKSPACE_ARG_HELP)
     plan.add_argument("--plates", type=int, help="project the cost to this many plates")
+    plan.add_argument(
+        "--months",
+        type=int,
+        help="project the monthly cost over this many months, the retention schedules applied",
+    )
+    plan.add_argument("--today", type=_day, help="the first month's day (with --months)")
+    plan.add_argument("--figure", help="with --months: also draw the projection to this PNG")
     plan.add_argument("--json", action="store_true")
     plan.add_argument("--csv", action="store_true")
     plan.set_defaults(func=_storage_plan)
@@ -439,6 +486,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         + STALE_LOG.format(plate="<plate>"),
     )
     clean.add_argument("--dry-run", action="store_true")
+    lifecycle = command(
+        "lifecycle",
+        _lifecycle,
+        "move outputs along their level's retention schedule: the transitions due, each "
+        "refused when the access rules forbid it; push, verify, then remove the old copies",
+    )
+    lifecycle.add_argument("--dry-run", action="store_true", help="list what is due, move nothing")
+    lifecycle.add_argument("--today", type=_day, help="the day the schedules are counted to")
     nuclei = command(
         "segment-nuclei",
         _segment_nuclei,

@@ -13,7 +13,7 @@ from cellstrata.levels import (
     LEVELS,
     level_path,
     plate_level_versions,
-    retention_of,
+    retention_kind,
 )
 from cellstrata.stewardship.dvc import (
     remote_has,
@@ -49,7 +49,7 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
         for level in LEVELS:
             if level == "raw":
                 continue
-            action = retention_of(config["retention"], level, plate)
+            action = retention_kind(config["retention"], level, plate)
             versions = plate_level_versions(config, plate, level) + extra.get((plate, level), [])
             for version in versions:
                 files, size = disk_usage(workspace / level_path(level, plate, version))
