@@ -300,6 +300,17 @@ def _lifecycle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan_reprocess(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship.reprocess import format_plan, plan_reprocess
+
+    snakefile = Path(args.snakefile) if args.snakefile else args.workspace / "Snakefile"
+    if not snakefile.exists():
+        raise ValueError(f"no Snakefile at {snakefile}: name the workflow's with --snakefile")
+    plan = plan_reprocess(_config(args), args.config_path, args.workspace, snakefile=snakefile)
+    print(json.dumps(plan, indent=1) if args.json else format_plan(plan))
+    return 0
+
+
 def _segment_nuclei(args: argparse.Namespace) -> int:
     from cellstrata.segment.directory import segment_directory
 
@@ -494,6 +505,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     lifecycle.add_argument("--dry-run", action="store_true", help="list what is due, move nothing")
     lifecycle.add_argument("--today", type=_day, help="the day the schedules are counted to")
+    reprocess = command(
+        "plan-reprocess",
+        _plan_reprocess,
+        "what running --config would do to this workspace before it runs: levels and "
+        "versions made, jobs per rule (Snakemake's dry run), core-hours from the recorded job "
+        "times, archived or deleted inputs to restore or remake, storage added per month",
+    )
+    reprocess.add_argument("--snakefile", help="the workflow (default: the workspace's)")
+    reprocess.add_argument("--json", action="store_true")
     nuclei = command(
         "segment-nuclei",
         _segment_nuclei,

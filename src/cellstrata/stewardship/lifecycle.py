@@ -571,3 +571,14 @@ def projection_figure(frame: pd.DataFrame, out: str | os.PathLike) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def write_projection_figure(
+    config: Mapping[str, Any],
+    out: str | os.PathLike,
+    *,
+    months: int,
+    workspace: str | os.PathLike = ".",
+) -> None:
+    """The report's figure: :func:`project_months` from today drawn to ``out``."""
+    projection_figure(project_months(config, workspace, months=months), out)
