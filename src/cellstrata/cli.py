@@ -129,9 +129,12 @@ def _storage_months(args: argparse.Namespace) -> int:
         projection_figure,
     )
 
-    frame = project_months(_config(args), args.workspace, months=args.months, day=args.today)
+    frame = project_months(
+        _config(args), args.workspace, months=args.months, day=args.today, plates=args.plates
+    )
     if args.figure:
-        projection_figure(frame, args.figure)
+        scaled = f" ({args.plates} plates)" if args.plates else ""
+        projection_figure(frame, args.figure, title=f"Storage cost by month{scaled}")
     if args.json or args.csv:
         _emit(frame, args, "")
     else:
@@ -308,6 +311,15 @@ def _plan_reprocess(args: argparse.Namespace) -> int:
         raise ValueError(f"no Snakefile at {snakefile}: name the workflow's with --snakefile")
     plan = plan_reprocess(_config(args), args.config_path, args.workspace, snakefile=snakefile)
     print(json.dumps(plan, indent=1) if args.json else format_plan(plan))
+    return 0
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship.catalog import write_catalog
+
+    out = Path(args.out) if args.out else args.workspace / "results" / "catalog.html"
+    path = write_catalog(_config(args), out, args.workspace, day=args.today)
+    print(f"wrote {path} (open it from disk: no server, no network)")
     return 0
 
 
@@ -514,6 +526,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     reprocess.add_argument("--snakefile", help="the workflow (default: the workspace's)")
     reprocess.add_argument("--json", action="store_true")
+    catalog = command(
+        "catalog",
+        _catalog,
+        "one self-contained HTML page: plates x levels with state, access, solution, size and "
+        "cost, method versions side by side, upcoming lifecycle moves, lineage",
+    )
+    catalog.add_argument("--out", help="the page (default: results/catalog.html)")
+    catalog.add_argument("--today", type=_day, help=TODAY_HELP)
     nuclei = command(
         "segment-nuclei",
         _segment_nuclei,

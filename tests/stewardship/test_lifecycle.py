@@ -11,7 +11,7 @@ from conftest import config_with, main_version
 
 from cellstrata.config import ConfigError
 from cellstrata.levels import level_path, retention_kind, retention_of
-from cellstrata.stewardship.lifecycle import parse_duration, transitions
+from cellstrata.stewardship.lifecycle import parse_duration, project_months, transitions
 from cellstrata.stewardship.tracked import tracked_outputs
 
 MASKS = [
@@ -76,7 +76,7 @@ def _record(workspace, plate, rule, end, *, inputs=(), outputs=()):
         "level": None,
         "wildcards": {"plate": plate},
         "inputs": [{"path": p} for p in inputs],
-        "outputs": [{"path": p} for p in outputs],
+        "outputs": [{"path": p, "size": 0} for p in outputs],
         "start": end,
         "end": end,
     }
@@ -96,3 +96,24 @@ def test_steps_fall_due_from_when_the_level_was_made_or_last_used(tmp_path):
     assert due.due == date(2026, 5, 11) and due.since == "used"
     # SYN02 was never made here: no day to count from, nothing due.
     assert not [t for t in transitions(config, tmp_path) if t.out.plate == "SYN02"]
+
+
+def test_projection_applies_the_schedule_month_by_month(tmp_path):
+    config = _scheduled(tmp_path, [{"keep": "90d"}, {"archive": "archive"}])
+    seg = main_version(config)
+    masks = level_path("masks", "SYN01", seg)
+    (tmp_path / masks).mkdir(parents=True)
+    (tmp_path / masks / "A.tif").write_bytes(b"x" * 10**7)
+    _record(tmp_path, "SYN01", "segment", "2026-01-01T09:00:00+00:00", outputs=[f"{masks}/A.tif"])
+    frame = project_months(config, tmp_path, months=6, day=date(2026, 1, 15))
+    masks_cost = frame[frame["level"] == "masks"]
+    # Kept on the local disk (one-time cost only) until 2026-04-01, then 10 MB on the archive
+    # remote (cloud, $0.02-0.04 per GB and month) from month 4 (2026-04-15) on.
+    assert masks_cost["monthly_usd"].round(6).tolist() == [0, 0, 0, 0.0002, 0.0002, 0.0002]
+    assert masks_cost["monthly_usd_high"].round(6).tolist() == [0, 0, 0, 0.0004, 0.0004, 0.0004]
+    total = frame[frame["level"] == "total"]
+    assert total["monthly_usd"].round(6).tolist()[3] == round(
+        frame[(frame["month"] == 4) & (frame["level"] != "total")]["monthly_usd"].sum(), 6
+    )
+    doubled = project_months(config, tmp_path, months=6, day=date(2026, 1, 15), plates=4)
+    assert doubled[doubled["level"] == "masks"]["monthly_usd"].round(6).tolist()[-1] == 0.0004

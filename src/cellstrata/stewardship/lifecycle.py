@@ -125,7 +125,7 @@ def _day_of(stamp: str) -> date:
     return datetime.fromisoformat(stamp).date()
 
 
-def _owner(path: str, outputs: Mapping[str, Any]) -> str | None:
+def holding_output(path: str, outputs: Mapping[str, Any]) -> str | None:
     """Which of ``outputs`` (paths) holds a workspace-relative path: itself or a directory
     above it."""
     parts = Path(path).parts
@@ -148,7 +148,7 @@ def made_and_used(
         end = _day_of(record["end"])
         for kind, seen in (("outputs", made), ("inputs", used)):
             for item in record[kind]:
-                owner = _owner(item["path"], by_path)
+                owner = holding_output(item["path"], by_path)
                 if owner is not None:
                     seen[owner] = max(end, seen.get(owner, end))
     return {p: (made.get(p), used.get(p)) for p in paths}
@@ -458,13 +458,15 @@ def project_months(
     *,
     months: int,
     day: date | None = None,
+    plates: int | None = None,
 ) -> pd.DataFrame:
     """The monthly storage cost over ``months`` months from ``day`` (default today), per level
     and in total, with the schedules applied: each plate's level costs, in each month, what the
     step of its schedule holding on that month's first day costs (a keep step: the workspace
     and its routed remote; an archive step: its remote). Levels never made yet are counted as
     made on ``day``; sizes and plain retentions as :func:`~cellstrata.stewardship.storage.
-    storage_plan` gives them.
+    storage_plan` gives them. With ``plates``, the cost is scaled from the config's plates to
+    that many (as ``storage plan --plates`` does).
 
     Returns
     -------
@@ -523,6 +525,9 @@ def project_months(
             )
     frame = pd.DataFrame(rows)
     frame = frame.groupby(["month", "date", "level"], sort=False, as_index=False).sum()
+    if plates is not None:
+        scale = plates / len(config["plates"])
+        frame[["monthly_usd", "monthly_usd_high"]] *= scale
     total = frame.groupby(["month", "date"], as_index=False)[
         ["monthly_usd", "monthly_usd_high"]
     ].sum()
@@ -550,7 +555,9 @@ def format_projection(frame: pd.DataFrame) -> str:
     )
 
 
-def projection_figure(frame: pd.DataFrame, out: str | os.PathLike) -> None:
+def projection_figure(
+    frame: pd.DataFrame, out: str | os.PathLike, *, title: str | None = None
+) -> None:
     """A figure of :func:`project_months`: the monthly cost of each level (low end, the high
     end of a range dashed) and the total."""
     import matplotlib
@@ -566,7 +573,7 @@ def projection_figure(frame: pd.DataFrame, out: str | os.PathLike) -> None:
             ax.plot(group["month"], group["monthly_usd_high"], "--", color=line.get_color())
     ax.set_xlabel(f"month (from {frame['date'].iloc[0]})")
     ax.set_ylabel("USD per month")
-    ax.set_title("Storage cost with the retention schedules applied")
+    ax.set_title(title or "Storage cost with the retention schedules applied")
     ax.legend(fontsize="small", ncol=2)
     fig.tight_layout()
     fig.savefig(out, dpi=100)

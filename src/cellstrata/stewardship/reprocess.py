@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from cellstrata.levels import LEVEL_PATHS, level_path, retention_kind
+from cellstrata.stewardship.lifecycle import holding_output
 from cellstrata.stewardship.provenance import RULE_LEVELS, read_records
 from cellstrata.stewardship.solutions import GB, remote_solution, solutions
 from cellstrata.stewardship.tracked import StewardshipError, tracked_outputs
@@ -121,15 +122,6 @@ def _estimate(
     return sum(times) / len(times) * job["threads"], source
 
 
-def _owner(path: str, outputs: Mapping[str, Any]) -> Any:
-    parts = Path(path).parts
-    for end in range(len(parts), 0, -1):
-        found = outputs.get(Path(*parts[:end]).as_posix())
-        if found is not None:
-            return found
-    return None
-
-
 def plan_reprocess(
     new_config: Mapping[str, Any],
     configfile: str | os.PathLike,
@@ -201,7 +193,7 @@ def plan_reprocess(
     sizes = {(r.plate, r.level, r.version): int(r.bytes) for r in sized.itertuples()}
     for job in jobs:
         for path in job["inputs"]:
-            out = _owner(path, outs)
+            out = outs.get(holding_output(path, outs))
             if out is None or out.path in restore:
                 continue
             row = held.get((out.plate, out.level, out.version))
