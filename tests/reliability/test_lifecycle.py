@@ -150,6 +150,10 @@ def test_lifecycle_moves_due_levels_between_remotes(tmp_path, s3):
         ]["remote"]
         == "cold"
     )
+    code, said = _cellstrata(lab, "status", "--json")
+    rows = {(r["plate"], r["level"]): r for r in json.loads(said)}
+    assert rows[("SYN01", "masks")]["state"] == "archived"
+    assert rows[("SYN01", "masks")]["remote"] == "cold"
     # Nothing more to do; the data come back bit for bit from the new remote.
     assert "nothing due" in _cellstrata(lab, "lifecycle", "--today", "2027-01-01")[1]
     code, said = _cellstrata(lab, "pull", level_path("masks", "SYN01", version))

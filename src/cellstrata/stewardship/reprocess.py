@@ -83,15 +83,43 @@ def _method(wildcards: Mapping[str, str]) -> str | None:
     return seg.split("-")[0] if seg else None
 
 
-def recorded_seconds(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str | None], list]:
-    """Recorded wall seconds of every job, by (rule, segmentation method)."""
-    found: dict[tuple[str, str | None], list[float]] = {}
+def site_counts(workspace: str | os.PathLike, plates: Sequence[str]) -> Any:
+    """A function of a job's wildcards giving the sites it covers: its batch's sites, its
+    plate's, or every plate's (a job over the experiment), from the plates' manifests; None
+    when a manifest is missing."""
+    sites: dict[str, pd.DataFrame] = {}
+    for plate in plates:
+        path = Path(workspace, level_path("manifest", plate, None))
+        if path.is_file():
+            manifest = pd.read_parquet(path, columns=["Metadata_Well", "Metadata_Site", "batch"])
+            sites[plate] = manifest.drop_duplicates(["Metadata_Well", "Metadata_Site"])
+
+    def count(wildcards: Mapping[str, str]) -> int | None:
+        plate = wildcards.get("plate")
+        if plate is None:
+            return sum(len(f) for f in sites.values()) if len(sites) == len(plates) else None
+        if plate not in sites:
+            return None
+        frame = sites[plate]
+        if "batch" in wildcards:
+            frame = frame[frame["batch"] == wildcards["batch"]]
+        return len(frame) or None
+
+    return count
+
+
+def recorded_seconds(
+    records: Sequence[Mapping[str, Any]], sites: Any
+) -> dict[tuple[str, str | None], list[tuple[float, int | None]]]:
+    """Recorded wall seconds and sites of every job, by (rule, segmentation method)."""
+    found: dict[tuple[str, str | None], list[tuple[float, int | None]]] = {}
     for record in records:
         seconds = (
             datetime.fromisoformat(record["end"]) - datetime.fromisoformat(record["start"])
         ).total_seconds()
-        key = (record["rule"], _method(record.get("wildcards", {})))
-        found.setdefault(key, []).append(seconds)
+        wildcards = record.get("wildcards", {})
+        key = (record["rule"], _method(wildcards))
+        found.setdefault(key, []).append((seconds, sites(wildcards)))
     return found
 
 
@@ -105,21 +133,32 @@ def _benchmarked_seconds(workspace: Path, rule: str) -> list[float]:
 
 
 def _estimate(
-    job: Mapping[str, Any], recorded: Mapping[tuple[str, str | None], list], workspace: Path
+    job: Mapping[str, Any],
+    recorded: Mapping[tuple[str, str | None], list],
+    workspace: Path,
+    sites: Any,
 ) -> tuple[float, str]:
-    """Core-seconds of one planned job and where the figure comes from."""
+    """Core-seconds of one planned job and where the figure comes from: the rule's recorded
+    seconds per site times the job's sites (per job where sites are unknown), times its
+    threads."""
     rule, method = job["rule"], _method(job["wildcards"])
     times = recorded.get((rule, method)) or [
-        s for (r, _), values in recorded.items() if r == rule for s in values
+        t for (r, _), values in recorded.items() if r == rule for t in values
     ]
-    source = "recorded"
-    if not times:
-        times, source = _benchmarked_seconds(workspace, rule), "benchmark files"
-    if not times and job.get("runtime_min"):
+    planned = sites(job["wildcards"])
+    counted = [(s, n) for s, n in times if n]
+    if counted and planned:
+        per_site = sum(s for s, _ in counted) / sum(n for _, n in counted)
+        return per_site * planned * job["threads"], "recorded (per site)"
+    seconds = [s for s, _ in times]
+    source = "recorded (per job)"
+    if not seconds:
+        seconds, source = _benchmarked_seconds(workspace, rule), "benchmark files (per job)"
+    if not seconds and job.get("runtime_min"):
         return job["runtime_min"] * 60 * job["threads"], "declared runtime (upper bound)"
-    if not times:
+    if not seconds:
         return 0.0, "no record (figures, bookkeeping: seconds)"
-    return sum(times) / len(times) * job["threads"], source
+    return sum(seconds) / len(seconds) * job["threads"], source
 
 
 def plan_reprocess(
@@ -148,10 +187,11 @@ def plan_reprocess(
     workspace = Path(workspace)
     output = dry_run(configfile, workspace, snakefile)
     jobs = planned_jobs(output)
-    recorded = recorded_seconds(read_records(workspace / "results"))
+    sites = site_counts(workspace, [p["name"] for p in new_config["plates"]])
+    recorded = recorded_seconds(read_records(workspace / "results"), sites)
     rows: dict[tuple[str, str | None], dict[str, Any]] = {}
     for job in jobs:
-        seconds, source = _estimate(job, recorded, workspace)
+        seconds, source = _estimate(job, recorded, workspace, sites)
         key = (job["rule"], job["wildcards"].get("seg"))
         row = rows.setdefault(
             key,

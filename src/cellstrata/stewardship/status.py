@@ -69,7 +69,9 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
                 if files:
                     state = "present"
                 elif on_remote:
-                    state = "archived" if action == "archive" else "on remote"
+                    # A lifecycle move archives a level whose first step is keep.
+                    archived = (out.retention if out else action) == "archive"
+                    state = "archived" if archived else "on remote"
                 elif made and action == "delete":
                     state = "deleted"
                 elif level == "crops" and not config["crops"]["enabled"]:
