@@ -27,6 +27,7 @@ rule summary:
         code=code_of("summary.py"),
     threads: 1
     conda:
-        "../envs/ingest.yaml"
+        # matplotlib: the storage-cost figure
+        "../envs/profiles.yaml"
     script:
         "../scripts/summary.py"

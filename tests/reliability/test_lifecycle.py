@@ -82,7 +82,7 @@ def _bucket_intact(endpoint: str, prefix: str, md5s) -> bool:
     return True
 
 
-def _scheduled_lab(tmp_path: Path, endpoint: str, target: str, edit=None):
+def _scheduled_lab(tmp_path: Path, endpoint: str, target: str, edit=None, schedule=None):
     """A lab whose masks are kept 90 days, then archived on ``target``; remote cold is a
     private prefix of the bucket (solution cloud_cold). SYN01's masks hold one file equal to
     its kept profiles' file: an object two outputs on the default remote reference."""
@@ -93,7 +93,10 @@ def _scheduled_lab(tmp_path: Path, endpoint: str, target: str, edit=None):
             "solution": "cloud_cold",
             "endpointurl": endpoint,
         }
-        config["retention"]["levels"]["masks"] = [{"keep": "90d"}, {"archive": target}]
+        config["retention"]["levels"]["masks"] = schedule or [
+            {"keep": "90d"},
+            {"archive": target},
+        ]
         if edit is not None:
             edit(config)
 
@@ -200,3 +203,33 @@ def test_interrupted_move_leaves_a_verified_copy(tmp_path, s3, monkeypatch, poin
         (lab / level_path("profiles", "SYN01", version) / "A01.parquet").read_bytes()
     ).hexdigest()
     assert not any(_dir_intact(default, [m]) for m in set(masks) - {shared})
+
+
+@pytest.mark.case("21.4", "lifecycle: an archived level moves on from a directory remote to S3")
+def test_archived_level_moves_on_to_its_next_remote(tmp_path, s3):
+    import shutil
+
+    schedule = [{"keep": "90d"}, {"archive": "archive", "for": "30d"}, {"archive": "cold"}]
+    lab, version = _scheduled_lab(tmp_path, s3, "cold", schedule=schedule)
+    masks = _masks(lab, version)["SYN01"]
+    archive, cold = tmp_path / "remotes/archive", f"{tmp_path.name}-cold"
+    code, said = _cellstrata(lab, "lifecycle", "--today", "2026-04-01")
+    assert code == 0, said
+    assert (
+        _dir_intact(archive, masks) and not (lab / level_path("masks", "SYN01", version)).exists()
+    )
+    assert "later: SYN01 masks" in said and "due 2026-05-01" in said
+    # Its objects now come from the archive remote: nothing of it is left in the workspace.
+    shutil.rmtree(lab / ".dvc/cache")
+    code, said = _cellstrata(lab, "lifecycle", "--today", "2026-05-01")
+    assert code == 0, said
+    assert _bucket_intact(s3, cold, masks)
+    assert not any(_dir_intact(archive, [m]) for m in masks)
+    record = yaml.safe_load((lab / LIFECYCLE_PATH / f"masks_{version}_SYN01.yaml").read_text())
+    assert [(m["from"], m["to"]) for m in record["history"]] == [
+        ("default", "archive"),
+        ("archive", "cold"),
+    ]
+    code, said = _cellstrata(lab, "pull", level_path("masks", "SYN01", version))
+    assert code == 0, said
+    assert _objects(lab, level_path("masks", "SYN01", version)) == masks

@@ -117,3 +117,13 @@ def test_projection_applies_the_schedule_month_by_month(tmp_path):
     )
     doubled = project_months(config, tmp_path, months=6, day=date(2026, 1, 15), plates=4)
     assert doubled[doubled["level"] == "masks"]["monthly_usd"].round(6).tolist()[-1] == 0.0004
+
+
+def test_experiment_tables_follow_the_profiles_schedule(tmp_path):
+    config = _scheduled(tmp_path, [{"keep": "30d"}, {"archive": "archive"}], level="profiles")
+    seg = main_version(config)
+    table = f"results/experiment/{seg}/profiles.parquet"
+    _record(tmp_path, "experiment", "experiment", "2026-01-01T09:00:00+00:00", outputs=[table])
+    (move,) = [t for t in transitions(config, tmp_path) if t.out.plate is None]
+    assert move.out.path == f"results/experiment/{seg}" and move.due == date(2026, 1, 31)
+    assert str(move).startswith("all plates profiles")

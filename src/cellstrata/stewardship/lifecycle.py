@@ -190,7 +190,7 @@ def transitions(
     workspace = Path(workspace)
     outs = tracked_outputs(config, workspace) if outs is None else outs
     moves = lifecycle_moves(workspace)
-    scheduled = [o for o in outs if schedule_of(config["retention"], o.level) and o.plate]
+    scheduled = [o for o in outs if schedule_of(config["retention"], o.level)]
     days = made_and_used([o.path for o in scheduled], read_records(workspace / "results"))
     found = []
     for out in scheduled:
