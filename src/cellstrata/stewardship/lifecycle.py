@@ -51,6 +51,8 @@ UNIT_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365}
 #: The points of a move where the reliability suite interrupts it (``CELLSTRATA_FAULT=
 #: lifecycle/<plate>/<level>/<point>:after-write``).
 MOVE_POINTS = ("pushed", "verified", "recorded", "removing")
+#: What a step of a schedule may hold.
+STEP_KEYS = ("keep", "archive", "for", "since")
 
 
 def parse_duration(text: str) -> int:
@@ -78,6 +80,42 @@ def step_days(step: Mapping[str, Any]) -> int | None:
     """How long a step holds (None: the last step, for ever)."""
     given = step.get("keep", step.get("for"))
     return None if given is None else parse_duration(given)
+
+
+def check_retention_forms(retention: Mapping[str, Any]) -> None:
+    """A level's retention that is neither keep, archive, delete nor a well-formed schedule,
+    said plainly (the schema, which allows both forms, would only say that it matches none).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``retention.levels.<level>`` (and ``[<step>]``) and what is wrong.
+    """
+    example = "[{keep: 90d}, {archive: <remote>}]"
+    for level, value in (retention.get("levels") or {}).items():
+        where = f"retention.levels.{level}"
+        if isinstance(value, str) and value not in ("keep", "archive", "delete"):
+            raise ConfigError(
+                f"{where}: {value!r} is not keep, archive or delete, nor a schedule such as "
+                + example
+            )
+        if not isinstance(value, list):
+            continue
+        if len(value) < 2:
+            raise ConfigError(f"{where}: a schedule has two steps or more, e.g. {example}")
+        for index, step in enumerate(value):
+            if not isinstance(step, dict) or set(step) - set(STEP_KEYS):
+                raise ConfigError(
+                    f"{where}[{index}]: {step!r}: a step is a mapping of {', '.join(STEP_KEYS)}"
+                )
+            for key in ("keep", "for"):
+                if key in step:
+                    try:
+                        parse_duration(step[key])
+                    except ValueError as err:
+                        raise ConfigError(f"{where}[{index}].{key}: {err}") from None
+            if step.get("since", "made") not in ("made", "used"):
+                raise ConfigError(f"{where}[{index}].since: {step['since']!r} is not made or used")
 
 
 def check_schedules(config: Mapping[str, Any]) -> None:
