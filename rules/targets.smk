@@ -75,5 +75,9 @@ def final_outputs():
         + csv_files()
         + figure_files()
         + crop_files()
-        + ["results/summary.txt", "results/provenance.parquet"]
+        + [
+            "results/summary.txt",
+            "results/figures/storage_projection.png",
+            "results/provenance.parquet",
+        ]
     )

@@ -18,6 +18,12 @@ def test_make_run_runs_the_workflow_and_prints_the_summary():
     assert "snakemake --cores" in recipe and "snakemake -n" not in recipe
     assert "cat results/summary.txt" in recipe
     assert "snakemake --report results/report.html" in recipe
+    # The report links the catalog page beside it.
+    assert "cellstrata catalog --out results/catalog.html" in recipe
+
+
+def test_make_test_installs_the_browser_the_catalog_test_needs():
+    assert "apt-get install -y -q chromium chromium-driver" in _recipe("browser-packages")
 
 
 def test_make_dry_run_is_a_dry_run():

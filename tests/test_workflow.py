@@ -151,6 +151,7 @@ def test_experiment_consensus_quality_and_figures(example_run, version):
         f"{version}/pca.png",
         f"{version}/map.png",
         f"{version}/dose_response.png",
+        "storage_projection.png",
     }
     for path in figures:
         image = plt_image.imread(path)
@@ -185,8 +186,12 @@ def test_report_builds_with_every_figure(example_run):
         "pca.png",
         "map.png",
         "dose_response.png",
+        "storage_projection.png",
     ):
         assert name in html, name
+    # The catalog page is linked beside the report, never embedded in it.
+    # (the title page is stored as JSON in the report: its quotes escaped)
+    assert 'href=\\"catalog.html\\"' in html and "cellstrata catalog:" not in html
 
 
 def test_profiles_as_csv_on_request(example_run, small_example, version):

@@ -111,12 +111,34 @@ def _status(args: argparse.Namespace) -> int:
 def _storage_plan(args: argparse.Namespace) -> int:
     from cellstrata.stewardship.storage import format_plan, project, storage_plan
 
+    if args.months:
+        return _storage_months(args)
     plan = storage_plan(_config(args), args.workspace)
     projection = project(plan, args.plates) if args.plates else None
     if args.json or args.csv:
         _emit(projection if projection is not None else plan, args, "")
     else:
         print(format_plan(plan, projection))
+    return 0
+
+
+def _storage_months(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship.lifecycle import (
+        format_projection,
+        project_months,
+        projection_figure,
+    )
+
+    frame = project_months(
+        _config(args), args.workspace, months=args.months, day=args.today, plates=args.plates
+    )
+    if args.figure:
+        scaled = f" ({args.plates} plates)" if args.plates else ""
+        projection_figure(frame, args.figure, title=f"Storage cost by month{scaled}")
+    if args.json or args.csv:
+        _emit(frame, args, "")
+    else:
+        print(format_projection(frame))
     return 0
 
 
@@ -257,6 +279,47 @@ def _clean_stale(args: argparse.Namespace) -> int:
         f"{len(records)} record(s) of them {'would move' if args.dry_run else 'moved'} to "
         + STALE_LOG.format(plate="<plate>")
     )
+    return 0
+
+
+def _lifecycle(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from cellstrata.stewardship.lifecycle import apply_lifecycle, transitions
+
+    config = _config(args)
+    day = args.today or date.today()
+    done, _ = apply_lifecycle(
+        config, args.workspace, day=day, dry_run=args.dry_run, config_name=args.config
+    )
+    verb = "due" if args.dry_run else "moved (verified on the new remote, old copies removed)"
+    for move in done:
+        print(f"{verb}: {move}")
+    if not done:
+        print(f"nothing due on {day}")
+    later = [t for t in transitions(config, args.workspace) if t.due > day]
+    for move in sorted(later, key=lambda t: t.due):
+        print(f"later: {move}")
+    return 0
+
+
+def _plan_reprocess(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship.reprocess import format_plan, plan_reprocess
+
+    snakefile = Path(args.snakefile) if args.snakefile else args.workspace / "Snakefile"
+    if not snakefile.exists():
+        raise ValueError(f"no Snakefile at {snakefile}: name the workflow's with --snakefile")
+    plan = plan_reprocess(_config(args), args.config_path, args.workspace, snakefile=snakefile)
+    print(json.dumps(plan, indent=1) if args.json else format_plan(plan))
+    return 0
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from cellstrata.stewardship.catalog import write_catalog
+
+    out = Path(args.out) if args.out else args.workspace / "results" / "catalog.html"
+    path = write_catalog(_config(args), out, args.workspace, day=args.today)
+    print(f"wrote {path} (open it from disk: no server, no network)")
     return 0
 
 
@@ -413,6 +476,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan.add_argument("--config", help=f"workflow config (default: {WORKSPACE_HELP})")
     plan.add_argument("--workspace", help=WORKSPACE_ARG_HELP)
     plan.add_argument("--plates", type=int, help="project the cost to this many plates")
+    plan.add_argument(
+        "--months",
+        type=int,
+        help="project the monthly cost over this many months, the retention schedules applied",
+    )
+    plan.add_argument("--today", type=_day, help="the first month's day (with --months)")
+    plan.add_argument("--figure", help="with --months: also draw the projection to this PNG")
     plan.add_argument("--json", action="store_true")
     plan.add_argument("--csv", action="store_true")
     plan.set_defaults(func=_storage_plan)
@@ -499,6 +569,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         + STALE_LOG.format(plate="<plate>"),
     )
     clean.add_argument("--dry-run", action="store_true")
+    lifecycle = command(
+        "lifecycle",
+        _lifecycle,
+        "move outputs along their level's retention schedule: the transitions due, each "
+        "refused when the access rules forbid it; push, verify, then remove the old copies",
+    )
+    lifecycle.add_argument("--dry-run", action="store_true", help="list what is due, move nothing")
+    lifecycle.add_argument("--today", type=_day, help="the day the schedules are counted to")
+    reprocess = command(
+        "plan-reprocess",
+        _plan_reprocess,
+        "what running --config would do to this workspace before it runs: levels and "
+        "versions made, jobs per rule (Snakemake's dry run), core-hours from the recorded job "
+        "times, archived or deleted inputs to restore or remake, storage added per month",
+    )
+    reprocess.add_argument("--snakefile", help="the workflow (default: the workspace's)")
+    reprocess.add_argument("--json", action="store_true")
+    catalog = command(
+        "catalog",
+        _catalog,
+        "one self-contained HTML page: plates x levels with state, access, solution, size and "
+        "cost, method versions side by side, upcoming lifecycle moves, lineage",
+    )
+    catalog.add_argument("--out", help="the page (default: results/catalog.html)")
+    catalog.add_argument("--today", type=_day, help=TODAY_HELP)
     nuclei = command(
         "segment-nuclei",
         _segment_nuclei,

@@ -41,6 +41,9 @@ EXPERIMENT_PROVENANCE_PATH = f"{PROVENANCE_ROOT}/experiment"
 #: taken for job records): the versions the workspace no longer keeps, and the remote objects
 #: that still hold their data.
 RETIRED_PATH = f"{PROVENANCE_ROOT}/retired"
+#: One record per output that ``cellstrata lifecycle`` moved (YAML, like the retired ones): its
+#: step of the level's schedule, the remote holding it now, and every move it made.
+LIFECYCLE_PATH = f"{PROVENANCE_ROOT}/lifecycle"
 #: Where ``cellstrata clean-stale`` keeps the records of what it removed (one JSON per line):
 #: out of the live records (``*.json``) that status, the DAG and the provenance table read.
 STALE_LOG = f"{PROVENANCE_PATH}/stale.jsonl"
@@ -314,7 +317,9 @@ def plate_level_versions(config: dict[str, Any], plate: str, level: str) -> list
 
 
 def retention_of(retention: dict[str, Any], level: str, plate: str | None = None) -> str:
-    """Retention (keep, archive or delete) of a level, optionally for one plate.
+    """Retention (keep, archive or delete) of a level, optionally for one plate; a level
+    with a lifecycle schedule gives the schedule (a list of steps, never ``delete``, so
+    never ``temp()``). :func:`retention_kind` gives the schedule's current first step.
 
     Parameters
     ----------
@@ -329,3 +334,12 @@ def retention_of(retention: dict[str, Any], level: str, plate: str | None = None
         raise ConfigError(f"unknown level {level!r}; levels are {LEVELS}")
     override = retention.get("plates", {}).get(plate, {}).get(level) if plate else None
     return override or retention["levels"].get(level) or retention["default"]
+
+
+def retention_kind(retention: dict[str, Any], level: str, plate: str | None = None) -> str:
+    """:func:`retention_of` as keep, archive or delete: a schedule's first step (``keep`` or
+    ``archive``), which holds until ``cellstrata lifecycle`` moves the data on."""
+    action = retention_of(retention, level, plate)
+    if isinstance(action, list):
+        return "keep" if "keep" in action[0] else "archive"
+    return action

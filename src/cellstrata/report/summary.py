@@ -21,7 +21,7 @@ from cellstrata.levels import (
     LEVELS,
     RULE_LEVELS,
     VERSIONED_LEVELS,
-    retention_of,
+    retention_kind,
 )
 from cellstrata.stewardship.solutions import human_size
 from cellstrata.stewardship.stale import stale_files, visible
@@ -103,7 +103,7 @@ def summarize(
                 for path in workspace.glob(LEVEL_PATHS[level].format(plate=p, version="*"))
             ]
             files, size = sum(u[0] for u in usage), sum(u[1] for u in usage)
-        policy = retention_of(retention, level)
+        policy = retention_kind(retention, level)
         where = "image roots" if level == "raw" else f"{Path(*Path(LEVEL_PATHS[level]).parts[:2])}/"
         if level in BATCH_LEVELS:
             stale = [

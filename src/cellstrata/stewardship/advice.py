@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from cellstrata.levels import LEVELS, retention_of
+from cellstrata.levels import LEVELS, retention_kind
 from cellstrata.stewardship.origin import allowed_on, data_access, embargo_note, plate_origin
 from cellstrata.stewardship.solutions import (
     cost,
@@ -117,7 +117,7 @@ def advise(
     for data in _datasets(config, workspace, plates, day).to_dict("records"):
         need = config["storage"]["needs"][data["level"]]
         plate = data["plate"]
-        retention = retention_of(
+        retention = retention_kind(
             config["retention"], data["level"], plate if plates is None else None
         )
         largest = data["bytes"] / max(data["files"], 1)

@@ -13,7 +13,7 @@ from cellstrata.levels import (
     LEVELS,
     level_path,
     plate_level_versions,
-    retention_of,
+    retention_kind,
 )
 from cellstrata.stewardship.dvc import (
     remote_has,
@@ -49,7 +49,7 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
         for level in LEVELS:
             if level == "raw":
                 continue
-            action = retention_of(config["retention"], level, plate)
+            action = retention_kind(config["retention"], level, plate)
             versions = plate_level_versions(config, plate, level) + extra.get((plate, level), [])
             for version in versions:
                 files, size = disk_usage(workspace / level_path(level, plate, version))
@@ -69,7 +69,9 @@ def status(config: Mapping[str, Any], workspace: str | os.PathLike = ".") -> pd.
                 if files:
                     state = "present"
                 elif on_remote:
-                    state = "archived" if action == "archive" else "on remote"
+                    # A lifecycle move archives a level whose first step is keep.
+                    archived = (out.retention if out else action) == "archive"
+                    state = "archived" if archived else "on remote"
                 elif made and action == "delete":
                     state = "deleted"
                 elif level == "crops" and not config["crops"]["enabled"]:

@@ -15,7 +15,7 @@ from cellstrata.levels import (
     LEVELS,
     level_path,
     plate_level_versions,
-    retention_of,
+    retention_kind,
 )
 from cellstrata.stewardship.origin import data_access
 from cellstrata.stewardship.provenance import read_records
@@ -155,7 +155,7 @@ def storage_plan(config: Mapping[str, Any], workspace: str | os.PathLike = ".") 
         name = plate["name"]
         raw_files, raw_bytes, raw_source = _raw_size(plate, workspace, config)
         for level in LEVELS:
-            action = retention_of(config["retention"], level, name)
+            action = retention_kind(config["retention"], level, name)
             versions = (
                 [None]
                 if level == "raw"

@@ -19,12 +19,13 @@ from cellstrata.levels import (
     EXPERIMENT_PATH,
     EXPERIMENT_PROVENANCE_PATH,
     LEVEL_PATHS,
+    LIFECYCLE_PATH,
     PROVENANCE_PATH,
     RETIRED_PATH,
     VERSIONED_LEVELS,
     level_path,
     plate_level_versions,
-    retention_of,
+    retention_kind,
 )
 from cellstrata.segment.versions import experiment_versions
 from cellstrata.stewardship.origin import data_access
@@ -73,6 +74,14 @@ EXPERIMENT_LEVEL = (None, "experiment")
 def retired_versions(workspace: str | os.PathLike = ".") -> set[str]:
     """Versions retired with :func:`retire` (their records in :data:`RETIRED_PATH`)."""
     return {path.stem for path in Path(workspace, RETIRED_PATH).glob("*.yaml")}
+
+
+def lifecycle_moves(workspace: str | os.PathLike = ".") -> dict[str, dict[str, Any]]:
+    """The records of outputs ``cellstrata lifecycle`` moved (:data:`LIFECYCLE_PATH`), by
+    output path: the step of its schedule it is in, its retention and remote now."""
+    root = Path(workspace, LIFECYCLE_PATH)
+    records = (yaml.safe_load(p.read_text()) for p in sorted(root.glob("*.yaml")))
+    return {record["path"]: record for record in records}
 
 
 def _version_paths() -> list[tuple[str, re.Pattern]]:
@@ -150,6 +159,7 @@ def tracked_outputs(
     retention = config["retention"]
     if extra is None:
         extra = extra_versions(config, workspace)
+    moves = lifecycle_moves(workspace)
     every = tuple(p["name"] for p in config["plates"])
     outputs: list[TrackedOutput] = []
 
@@ -165,6 +175,8 @@ def tracked_outputs(
         plates = (plate,) if plate is not None else plates
         access = data_access(config, plates, level)
         remote = route(config, level=level, plate=plate, retention=action, access=access)
+        if path in moves:  # a later step of its schedule: where the lifecycle moved it
+            action, remote = moves[path]["retention"], moves[path]["remote"]
         outputs.append(
             TrackedOutput(stage, path, level, plate, action, version, plates, access, remote)
         )
@@ -175,12 +187,14 @@ def tracked_outputs(
         # A CellProfiler plate's raw data is the CellProfiler output it was given.
         raw = _inside(plate.get("images") or plate["cellprofiler"], workspace)
         if raw is not None:
-            track(_stage_name("raw", name), raw, "raw", name, retention_of(retention, "raw", name))
+            track(
+                _stage_name("raw", name), raw, "raw", name, retention_kind(retention, "raw", name)
+            )
         platemap = _inside(plate["platemap"], workspace)
         if platemap is not None:
             platemaps.setdefault(platemap, []).append(name)
         for level in LEVEL_PATHS:
-            action = retention_of(retention, level, name)
+            action = retention_kind(retention, level, name)
             if action == "delete":
                 continue
             versions = plate_level_versions(config, name, level) + extra.get((name, level), [])
@@ -195,12 +209,14 @@ def tracked_outputs(
             "keep",
         )
     for version in experiment_versions(config) + extra.get(EXPERIMENT_LEVEL, []):
-        action = retention_of(retention, "profiles")
+        action = retention_kind(retention, "profiles")
         path = EXPERIMENT_PATH.format(version=version)
         track(_stage_name("experiment", version), path, "profiles", None, action, version)
     track("provenance_experiment", EXPERIMENT_PROVENANCE_PATH, "provenance", None, "keep")
     if Path(workspace, RETIRED_PATH).is_dir():
         track("provenance_retired", RETIRED_PATH, "provenance", None, "keep")
+    if Path(workspace, LIFECYCLE_PATH).is_dir():
+        track("provenance_lifecycle", LIFECYCLE_PATH, "provenance", None, "keep")
     for index, (path, users) in enumerate(platemaps.items()):
         stage = _stage_name("platemap", str(index + 1))
         track(stage, path, "platemap", None, "keep", plates=tuple(users))

@@ -33,6 +33,7 @@ from cellstrata.segment.params import CellposeOptions, check_cellpose_options
 from cellstrata.segment.versions import _segmentation_params, _version_tag
 from cellstrata.singlecell.embed import check_embedding_config
 from cellstrata.singlecell.features import feature_columns
+from cellstrata.stewardship.lifecycle import check_retention_forms, check_schedules
 from cellstrata.stewardship.origin import check_origin, plate_origin
 from cellstrata.stewardship.solutions import check_solutions
 
@@ -68,6 +69,7 @@ def validate_config(config: dict[str, Any]) -> None:
     for origin in [config.get("origin"), *(p.get("origin") for p in config.get("plates", []))]:
         if isinstance(origin, dict) and isinstance(origin.get("embargo_until"), datetime.date):
             origin["embargo_until"] = origin["embargo_until"].isoformat()
+    check_retention_forms(config.get("retention") or {})
     validate(config, str(SCHEMA_PATH))
     check_config(config)
 
@@ -170,6 +172,7 @@ def check_config(config: dict[str, Any]) -> None:
                 )
     _check_cellprofiler(config.get("cellprofiler", {}))
     check_solutions(config)
+    check_schedules(config)
     _check_remote_plugins(config.get("storage", {}).get("remotes", {}))
     _check_origins(config, plates)
     illumination = config["illumination"]
