@@ -16,7 +16,17 @@ from cellstrata.cli import main as cellstrata_main
 
 pytestmark = pytest.mark.workflow
 
-LEVELS = ("manifest", "qc", "illumination", "corrected", "masks", "crops", "features", "profiles")
+LEVELS = (
+    "raw",
+    "manifest",
+    "qc",
+    "illumination",
+    "corrected",
+    "masks",
+    "crops",
+    "features",
+    "profiles",
+)
 
 
 def _chromium() -> str:

@@ -82,6 +82,28 @@ def _lineage_html(path: str, records: list) -> str:
     return f"<details><summary>lineage of {_e(path)}</summary><ul>{''.join(items)}</ul></details>"
 
 
+def _raw_rows(plan: Any, access: Mapping[tuple, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The raw images' cells, in the shape of status rows: status leaves raw out (it is the
+    lab's input, not an output), the storage plan counts it from the manifest or the disk."""
+    rows = []
+    for r in plan[plan["level"] == "raw"].to_dict("records"):
+        where = access.get((r["plate"], "raw", None), {})
+        rows.append(
+            {
+                "plate": r["plate"],
+                "level": "raw",
+                "version": None,
+                # "unknown": neither a manifest nor an image root to count.
+                "state": "missing" if r["size_source"] == "unknown" else "present",
+                "files": r["files"],
+                "bytes": r["bytes"],
+                "remote": where.get("remote"),
+                "solution": where.get("solution"),
+            }
+        )
+    return rows
+
+
 def catalog_html(
     config: Mapping[str, Any], workspace: str | os.PathLike = ".", *, day: date | None = None
 ) -> str:
@@ -103,9 +125,9 @@ def catalog_html(
         (r.plate, r.level, r.version): (r.one_time_usd, r.monthly_usd) for r in plan.itertuples()
     }
     records = read_records(workspace / "results")
-    plates = list(dict.fromkeys(state["plate"]))
-    levels = list(dict.fromkeys(state["level"]))
-    rows = state.to_dict("records")
+    rows = _raw_rows(plan, access) + state.to_dict("records")
+    plates = list(dict.fromkeys(r["plate"] for r in rows))
+    levels = list(dict.fromkeys(r["level"] for r in rows))
     current = {}
     for row in rows:  # the first version listed is the config's main one
         current.setdefault((row["plate"], row["level"]), row)
@@ -181,7 +203,8 @@ def catalog_html(
     for plate in plates:
         out.append(f"<h3>{_e(plate)}</h3>")
         for row in rows:
-            if row["plate"] == plate and row["state"] != "not built":
+            # Raw images are where every lineage ends, made by no job.
+            if row["plate"] == plate and row["level"] != "raw" and row["state"] != "not built":
                 path = level_path(row["level"], plate, row["version"])
                 out.append(_lineage_html(path, records))
     out += ["</div>", "</body></html>"]
