@@ -375,8 +375,8 @@ def _profile_install(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from cellstrata.stewardship.publish import publish
-    from cellstrata.stewardship.zenodo import (
+    from cellstrata.publication.publish import publish
+    from cellstrata.publication.zenodo import (
         token_from_environment,
         upload_package,
         zenodo_settings,
@@ -418,7 +418,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _export_ome_zarr(args: argparse.Namespace) -> int:
-    from cellstrata.stewardship.omezarr import export_ome_zarr
+    from cellstrata.publication.omezarr import export_ome_zarr
 
     out = export_ome_zarr(
         _config(args),

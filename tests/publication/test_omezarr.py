@@ -12,7 +12,7 @@ import pytest
 import tifffile
 import zarr
 
-from stewardship.test_publish import AFTER, _cellstrata, _config
+from publication.test_publish import AFTER, _cellstrata, _config
 
 pytestmark = pytest.mark.workflow
 

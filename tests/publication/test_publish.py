@@ -133,7 +133,8 @@ def test_crate_validates_offline(published, tmp_path):
 def test_every_checksum_reads_back(published, example_run, tmp_path):
     from rocrate.rocrate import ROCrate
 
-    from cellstrata.stewardship.publish import PublishError, _sha256, verify_crate
+    from cellstrata.publication.crate import verify_crate
+    from cellstrata.publication.package import PublishError, sha256_file
 
     crate = ROCrate(published)
     data = {e.id: e for e in crate.data_entities if e.id.startswith("results/") and "sha256" in e}
@@ -146,7 +147,7 @@ def test_every_checksum_reads_back(published, example_run, tmp_path):
     }
     assert expected <= set(data)  # plus the experiment tables: the one plate is every plate
     for entity_id, entity in data.items():
-        assert entity["sha256"] == _sha256(example_run / entity_id), entity_id
+        assert entity["sha256"] == sha256_file(example_run / entity_id), entity_id
         assert int(entity["contentSize"]) == (example_run / entity_id).stat().st_size
         assert entity["encodingFormat"] in ("application/vnd.apache.parquet", "image/tiff")
         assert entity["license"]["@id"] == "https://spdx.org/licenses/CC-BY-4.0"
@@ -173,7 +174,7 @@ def test_workflow_and_provenance_in_the_crate(published, example_run):
         "workflow/scripts/profiles.py",
     ):
         assert (published / part).is_file()
-    assert (published / "workflow/src/cellstrata/stewardship/publish.py").is_file()
+    assert (published / "workflow/src/cellstrata/publication/publish.py").is_file()
     records = read_records(example_run / "results")
     snakemake = records[0]["software"]["snakemake"]
     software = [graph[s["@id"]] for s in workflow["softwareRequirements"]]
@@ -307,7 +308,7 @@ def test_restricted_plate_refused_and_never_in_the_package(lab, tmp_path):
 
 
 def test_leak_guard_finds_a_planted_name(tmp_path):
-    from cellstrata.stewardship.publish import find_leaks
+    from cellstrata.publication.leaks import find_leaks
 
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "table.parquet").write_bytes(b"PAR1\x00" + SECRET_PLATE.encode() + b"\x00")
@@ -409,7 +410,7 @@ def test_by_reference_names_objects_a_public_remote_holds(example_run, tmp_path)
 def test_workflow_files_are_the_recorded_commits(tmp_path):
     import subprocess
 
-    from cellstrata.stewardship.publish import workflow_files
+    from cellstrata.publication.crate import workflow_files
 
     repo = tmp_path / "repo"
     (repo / "rules").mkdir(parents=True)
@@ -438,7 +439,7 @@ def test_workflow_files_are_the_recorded_commits(tmp_path):
 
 
 def test_reduced_config_holds_only_the_published_plates():
-    from cellstrata.stewardship.publish import reduced_config
+    from cellstrata.publication.crate import reduced_config
 
     config = {
         "experiment": "e",

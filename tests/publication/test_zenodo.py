@@ -11,7 +11,7 @@ import pytest
 import yaml
 from zenodo_server import zenodo_server
 
-from stewardship.test_publish import AFTER, _all_bytes, _cellstrata, _config
+from publication.test_publish import AFTER, _all_bytes, _cellstrata, _config
 
 pytestmark = pytest.mark.workflow
 

@@ -4,7 +4,7 @@ package: plate / row / column / field, each field a multiscale CYX image with it
 names and contrast limits, the segmentation masks as its label images (nuclei, cells,
 cytoplasm).
 
-The same rules as :mod:`cellstrata.stewardship.publish`: a plate or level that is not public
+The same rules as :mod:`cellstrata.publication.publish`: a plate or level that is not public
 on the day is refused, and so is a level not in the workspace (with what brings it back).
 """
 
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from cellstrata.levels import level_path
+from cellstrata.publication.package import PublishError, missing_reason
 from cellstrata.stewardship.origin import data_access, embargo_note, plate_origin
-from cellstrata.stewardship.publish import PublishError, missing_reason
 
 #: The image levels a field can hold, and the label level.
 IMAGE_LEVELS = ("raw", "corrected")

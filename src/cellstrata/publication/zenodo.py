@@ -262,7 +262,7 @@ def upload_package(
     the draft an interrupted run left. Each deposit goes to ``publications.yaml`` and to the
     provenance of its plates (:data:`PUBLICATIONS_DIR` in each plate's provenance folder).
     """
-    from cellstrata.stewardship.publish import verify_crate, zip_crate
+    from cellstrata.publication.crate import verify_crate, zip_crate
 
     workspace, out = Path(workspace), Path(out)
     settings = zenodo_settings(config)
