@@ -316,4 +316,10 @@ def test_example_runs_to_profiles(tmp_path, name, plate, platemap_column):
         "provenance_experiment",
     ]
     figures = sorted(p.name for p in (tmp_path / "results/figures").rglob("*.png"))
-    assert figures == ["dose_response.png", "map.png", "overview.png", "pca.png"]
+    assert figures == [
+        "dose_response.png",
+        "map.png",
+        "overview.png",
+        "pca.png",
+        "storage_projection.png",
+    ]
