@@ -25,24 +25,18 @@ dense_ms_per_cell_base=<v> dense_ms_per_cell=<v>``; ``below`` counts objects und
 
 from __future__ import annotations
 
+import single_thread  # noqa: F401  (pins the thread pools before numpy loads)
+
+# isort: split
+import argparse
 import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-for _var in (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENCV_FOR_THREADS_NUM",
-):
-    os.environ[_var] = "1"
-
-import argparse  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

@@ -44,37 +44,31 @@ Without the peer installed it prints how to install it and exits with status 2.
 
 from __future__ import annotations
 
+import single_thread  # noqa: F401  (pins the thread pools before numpy loads)
+
+# isort: split
+import argparse
+import csv
+import json
 import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from itertools import combinations
+from pathlib import Path
+from typing import Any
 
-for _var in (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENCV_FOR_THREADS_NUM",
-):
-    os.environ[_var] = "1"
+import numpy as np
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Mapping  # noqa: E402
-from itertools import combinations  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from cellstrata.images.illumination import correct_image, illumination_function, to_float  # noqa: E402
-from cellstrata.io import read_image  # noqa: E402
-from cellstrata.segment import segment_site  # noqa: E402
-from cellstrata.singlecell.features import FEATURE_GROUPS, measure_site  # noqa: E402
+from cellstrata.images.illumination import correct_image, illumination_function, to_float
+from cellstrata.io import read_image
+from cellstrata.segment import segment_site
+from cellstrata.singlecell.features import FEATURE_GROUPS, measure_site
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

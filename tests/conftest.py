@@ -51,6 +51,9 @@ FEATURES_AND_AFTER = {
 def benchmark(name: str):
     """The module of ``benchmarks/<name>.py`` (the benchmarks are scripts, not a package)."""
     if name not in sys.modules:
+        # As when it runs as a script: its siblings (single_thread, dag_scale) import.
+        if str(REPO / "benchmarks") not in sys.path:
+            sys.path.append(str(REPO / "benchmarks"))
         spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
